@@ -1,0 +1,41 @@
+# `make test` and `make demo` set everything up on a fresh machine, then do their job.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-installed
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+# Tests and multi-device examples simulate 8 CPU devices.
+TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8 TF_CPP_MIN_LOG_LEVEL=2
+
+.PHONY: setup fashion-mnist test demo clean
+
+setup: $(STAMP) fashion-mnist
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+# Debian's dataset-fashion-mnist: the small real dataset for the demo and the tests.
+fashion-mnist:
+	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y --no-install-recommends dataset-fashion-mnist || \
+	     (apt-get update && apt-get install -y --no-install-recommends dataset-fashion-mnist)) >/dev/null; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	    sudo apt-get install -y --no-install-recommends dataset-fashion-mnist >/dev/null; \
+	  else \
+	    echo "note: $(FMNIST_DIR) is missing and apt is not usable; tests that need Fashion-MNIST will fail"; \
+	  fi; \
+	fi
+
+test: setup
+	$(TEST_ENV) $(PY) -m pytest -q tests
+
+demo: setup
+	$(PY) scripts/model_summary.py --config configs/bn_x30.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

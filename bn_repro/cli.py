@@ -1,0 +1,30 @@
+"""What every script shares: one-line errors for user mistakes, quiet TensorFlow."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import logging  # noqa: E402
+
+from absl import app  # noqa: E402
+
+# jax logs at INFO which backends it could not find (TPU, GPU) on every start.
+logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
+
+from bn_repro.errors import UserError  # noqa: E402
+
+
+def run(main) -> None:
+  """absl's app.run, printing a UserError as one line and exiting with status 2."""
+
+  def guarded(argv):
+    try:
+      return main(argv)
+    except UserError as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(2)
+
+  app.run(guarded)

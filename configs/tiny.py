@@ -1,0 +1,20 @@
+"""A tiny BN-x30 twin for tests: every piece of the real run, shrunk to seconds."""
+
+from configs import fmnist_bn_x30
+
+
+def get_config():
+  c = fmnist_bn_x30.get_config()
+  c.name = 'tiny'
+  c.model.width = 1 / 16
+  c.global_batch_size = 16           # 2 examples on each of 8 devices
+  c.eval_batch_size = 32
+  c.num_epochs = -1.0
+  c.num_train_steps = 4
+  c.eval_every_epochs = -1.0
+  c.eval_every_steps = 2
+  c.log_every_steps = 1
+  c.checkpoint_every_steps = 2
+  c.data.shuffle_buffer = 256
+  c.target_accuracies = (0.2,)
+  return c
