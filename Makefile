@@ -15,7 +15,7 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet --no-deps -e . --config-settings editable_mode=compat
 	touch $(STAMP)
 
 # Debian's dataset-fashion-mnist: the small real dataset for the demo and the tests.

@@ -14,6 +14,16 @@ from absl import app  # noqa: E402
 # jax logs at INFO which backends it could not find (TPU, GPU) on every start.
 logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
 
+
+def _not_library_chatter(record: logging.LogRecord) -> bool:
+  """Drops INFO lines of orbax and tfds (dozens per checkpoint / dataset)."""
+  if record.levelno >= logging.WARNING:
+    return True
+  return not any(part in record.pathname for part in ('/orbax/', '/tensorflow_datasets/'))
+
+
+logging.getLogger('absl').addFilter(_not_library_chatter)
+
 from bn_repro.errors import UserError  # noqa: E402
 
 

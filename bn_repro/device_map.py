@@ -96,8 +96,9 @@ def shard(tree: Any) -> Any:
 
 
 def to_host(tree: Any) -> Any:
-  """Replicated global arrays -> numpy, without cross-host traffic."""
-  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+  """Replicated global arrays -> numpy, without cross-host traffic (numpy passes through)."""
+  return jax.tree.map(
+      lambda x: np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x), tree)
 
 
 def gather_to_host(tree: Any) -> Any:

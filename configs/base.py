@@ -35,6 +35,7 @@ def get_config():
   d.dataset = 'imagenet2012'
   d.data_dir = ml_collections.FieldReference(None, field_type=str)   # tfds data_dir (None: tfds default)
   d.manual_dir = ml_collections.FieldReference(None, field_type=str)  # where the ILSVRC2012 tar files are
+  d.local_dir = ml_collections.FieldReference(None, field_type=str)   # MNIST-format IDX .gz files
   d.download = False          # allow tfds to download (never for imagenet2012)
   d.train_split = 'train'
   d.eval_split = 'validation'
@@ -46,6 +47,8 @@ def get_config():
   d.photometric_strength = 1.0   # chosen scale of brightness/saturation/hue/contrast jitter
   d.shuffle_buffer = 1024        # chosen: modest shuffling, before the paper's "more thorough" change
   d.prefetch = 2                 # batches kept on the devices ahead of the step
+  d.cache_eval = False           # keep preprocessed eval images in memory
+  d.in_memory = False            # decode the whole dataset once and keep it in memory
   # Fallbacks when the dataset's split sizes are unknown (tfds mock data).
   d.num_train_examples = ml_collections.FieldReference(None, field_type=int)
   d.num_eval_examples = ml_collections.FieldReference(None, field_type=int)

@@ -2,18 +2,24 @@
 
 import os
 
+import atexit
+import shutil
 import tempfile
 
-# 8 simulated devices, and a cheaper LLVM pipeline: tests compile many tiny
-# programs, whose run time barely changes while their compile time drops ~35%.
+# 8 simulated devices, and cheaper XLA CPU code generation: tests compile many
+# tiny programs, whose run time barely changes while compiling a train step
+# drops from about 25 s to about 8 s here.
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8'
-                           ' --xla_backend_optimization_level=0').strip()
+                           ' --xla_backend_optimization_level=0'
+                           ' --xla_cpu_use_fusion_emitters=false'
+                           ' --xla_cpu_enable_concurrency_optimized_scheduler=false').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Identical programs compiled by different tests (and by the scripts the tests
 # start) are compiled once per session.
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
-                      tempfile.mkdtemp(prefix='bn_repro_jax_cache_'))
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='bn_repro_jax_cache_')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -33,3 +39,24 @@ def pytest_configure(config):
 @pytest.fixture
 def repo_root():
   return REPO_ROOT
+
+
+@pytest.fixture(scope='session')
+def fmnist_data_dir(tmp_path_factory):
+  """A tfds data_dir holding Fashion-MNIST built from Debian's IDX files (once per session)."""
+  import ml_collections
+  from bn_repro.input_pipeline import datasets
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  datasets.get_builder(ml_collections.ConfigDict(dict(
+      dataset='fashion_mnist', data_dir=data_dir, local_dir=None, download=False,
+      manual_dir=None)))
+  return data_dir
+
+
+@pytest.fixture
+def tiny_config(fmnist_data_dir):
+  """configs/tiny.py reading the session's Fashion-MNIST."""
+  from configs import tiny
+  config = tiny.get_config()
+  config.data.data_dir = fmnist_data_dir
+  return config

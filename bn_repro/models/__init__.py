@@ -97,13 +97,23 @@ def build_model(config: ml_collections.ConfigDict, *, image_size: int,
 
 @functools.cache
 def _compiled_init(model, image_shape):
-  dummy = jnp.zeros((1,) + image_shape, jnp.float32)
-  return jax.jit(lambda k: model.init(k, dummy, mutable=('params', EMA_STATS)))
+  return jax.jit(lambda k: _init(model, image_shape, k))
+
+
+def _init(model, image_shape, key):
+  dummy = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  return model.init(key, dummy, mutable=('params', EMA_STATS))
 
 
 def init_variables(model, image_shape, key) -> dict:
-  """{'params', 'ema_stats'} for one image of `image_shape` (H, W, C), on the default device."""
-  variables = _compiled_init(model, tuple(image_shape))(key)
+  """{'params', 'ema_stats'} for one image of `image_shape` (H, W, C).
+
+  Compiled once per (model, shape) when called eagerly; inlined when traced.
+  """
+  if isinstance(key, jax.core.Tracer):
+    variables = _init(model, image_shape, key)
+  else:
+    variables = _compiled_init(model, tuple(image_shape))(key)
   return {'params': variables['params'], EMA_STATS: variables.get(EMA_STATS, {})}
 
 

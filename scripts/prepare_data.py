@@ -1,0 +1,41 @@
+"""Prepares a tfds dataset once, explicitly (the only command that may download).
+
+  # ImageNet: put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in MANUAL_DIR
+  python scripts/prepare_data.py --dataset imagenet2012 --manual_dir MANUAL_DIR
+  # Fashion-MNIST from Debian's dataset-fashion-mnist, or from IDX files elsewhere
+  python scripts/prepare_data.py --dataset fashion_mnist [--local_dir DIR]
+  # MNIST / Fashion-MNIST through tfds's own download
+  python scripts/prepare_data.py --dataset mnist --download
+"""
+
+import ml_collections
+import tensorflow_datasets as tfds
+from absl import flags, logging
+
+from bn_repro import cli
+from bn_repro.input_pipeline import datasets, specs
+
+flags.DEFINE_enum('dataset', None, list(specs.DATASETS), 'Dataset to prepare.')
+flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: tfds\'s).')
+flags.DEFINE_string('manual_dir', None, 'Folder holding the ILSVRC2012 tar files.')
+flags.DEFINE_string('local_dir', None, 'Folder holding MNIST-format IDX .gz files.')
+flags.DEFINE_bool('download', False, 'Let tfds download the dataset.')
+flags.mark_flags_as_required(['dataset'])
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  if f.dataset == 'imagenet2012':
+    builder = tfds.builder('imagenet2012', data_dir=f.data_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=f.manual_dir))
+  else:
+    builder = datasets.get_builder(ml_collections.ConfigDict(dict(
+        dataset=f.dataset, data_dir=f.data_dir, local_dir=f.local_dir,
+        download=f.download, manual_dir=None)))
+  logging.info('%s is ready in %s: %s', f.dataset, builder.data_dir, builder.info.splits)
+
+
+if __name__ == '__main__':
+  cli.run(main)

@@ -1,0 +1,25 @@
+"""Trains a model from a config file; re-running the same command resumes.
+
+  python scripts/train.py --config configs/fmnist_bn_x30.py --workdir workdirs/bn_x30
+  python scripts/train.py --config configs/bn_x5.py --workdir gs://... \\
+      --config.optimizer.learning_rate=0.01
+"""
+
+from absl import flags
+from ml_collections import config_flags
+
+from bn_repro import cli
+from bn_repro.train import train_and_evaluate
+
+config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and results.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  del argv
+  train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  cli.run(main)
