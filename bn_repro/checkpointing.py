@@ -12,12 +12,14 @@ before saving anything.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from flax import traverse_util
+from orbax.checkpoint._src.metadata import array_metadata_store
 
 from bn_repro.errors import CheckpointError
 
@@ -42,13 +44,15 @@ def describe_mismatch(saved: dict, current: dict) -> str | None:
   return None
 
 
+@functools.cache
 def _use_plain_array_saving_on_cpu() -> None:
   # On CPU orbax splits replicated arrays over replicas by default, which
   # compiles a slicing program per array shape (seconds per checkpoint with
   # simulated devices) and buys nothing: every replica shares one host.
   if jax.default_backend() == 'cpu':
-    ocp.type_handlers.register_type_handler(
-        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+    handler = ocp.type_handlers.ArrayHandler(
+        use_replica_parallel=False, array_metadata_store=array_metadata_store.Store())
+    ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
 
 
 class Checkpoints:

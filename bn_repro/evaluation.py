@@ -40,10 +40,10 @@ def evaluate(eval_step, variables, eval_data, *, prefetch: int = 2):
   """Runs `eval_step` (steps.make_eval_step) over every batch of `eval_data`.
 
   Returns EvalResult, or (EvalResult, probabilities [N, K], labels [N]) when
-  the step returns probabilities; the rows follow the dataset's order and
-  padding is dropped.
+  the step returns probabilities; rows are in split order (whatever the
+  process count) and padding is dropped.
   """
-  totals, probs, labels = None, [], []
+  totals, probs, labels, indices = None, [], [], []
   for batch in prefetch_to_devices(eval_data.batches(), prefetch):
     out = eval_step(variables, batch)
     counts = out
@@ -52,6 +52,7 @@ def evaluate(eval_step, variables, eval_data, *, prefetch: int = 2):
       keep = device_map.gather_to_host(batch['mask'])
       probs.append(device_map.gather_to_host(batch_probs)[keep])
       labels.append(device_map.gather_to_host(batch['label'])[keep])
+      indices.append(device_map.gather_to_host(batch['index'])[keep])
     totals = counts if totals is None else jax.tree.map(lambda a, b: a + b, totals, counts)
   totals = device_map.to_host(totals)
   result = EvalResult(int(totals['count']), int(totals['top1_correct']),
@@ -60,5 +61,6 @@ def evaluate(eval_step, variables, eval_data, *, prefetch: int = 2):
     raise RuntimeError(f'evaluation counted {result.count} examples, the split has '
                        f'{eval_data.num_examples}')
   if probs:
-    return result, np.concatenate(probs), np.concatenate(labels)
+    order = np.argsort(np.concatenate(indices), kind='stable')
+    return result, np.concatenate(probs)[order], np.concatenate(labels)[order]
   return result

@@ -131,6 +131,7 @@ def get_builder(data_config):
 class SplitPart:
   """This process's part of a split, and the sizes every process agrees on."""
   read_instruction: Any      # what builder.as_dataset takes as `split`
+  start: int                 # position of this part's first example in the split
   num_examples: int          # in this process's part
   min_num_examples: int      # in the smallest part over all processes
   max_num_examples: int      # in the largest part over all processes
@@ -153,8 +154,10 @@ def split_part(builder, split: str, fallback_total: int | None) -> SplitPart:
       raise DataError(f'the size of split {split!r} of {builder.name} is unknown; '
                       'set data.num_train_examples / data.num_eval_examples')
     total = fallback_total
-    sizes = [len(range(i, total, count)) for i in range(count)]
-  return SplitPart(parts[index], sizes[index], min(sizes), max(sizes), total)
+    sizes = [total // count + (i < total % count) for i in range(count)]
+  # tfds's per-process parts are contiguous and in process order.
+  return SplitPart(parts[index], sum(sizes[:index]), sizes[index], min(sizes),
+                   max(sizes), total)
 
 
 def steps_per_epoch(train_part: SplitPart, global_batch: int) -> int:

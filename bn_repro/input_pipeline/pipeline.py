@@ -117,7 +117,10 @@ class TrainData:
 
 
 class EvalData:
-  """Every example of the eval split once: {'image', 'label', 'mask'} batches."""
+  """Every example of the eval split once: {'image', 'label', 'index', 'mask'} batches.
+
+  index: the example's position in the split (the same on any process count).
+  """
 
   def __init__(self, source: Source, *, global_batch: int,
                preprocess: Callable | None = None, split: str | None = None):
@@ -138,9 +141,10 @@ class EvalData:
     return self.part.total_examples
 
   def dataset(self) -> tf.data.Dataset:
-    ds = self.source.read(self.part, shuffle_seed=None)
-    ds = ds.map(lambda ex: {'image': self.preprocess(ex['image']),
-                            'label': tf.cast(ex['label'], tf.int32)},
+    ds = self.source.read(self.part, shuffle_seed=None).enumerate()
+    ds = ds.map(lambda i, ex: {'image': self.preprocess(ex['image']),
+                               'label': tf.cast(ex['label'], tf.int32),
+                               'index': tf.cast(i + self.part.start, tf.int32)},
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(self.local_batch)
     if self.source.config.get('cache_eval', False):

@@ -30,7 +30,7 @@ def _image_shape(image):
   return tf.shape(image)
 
 
-def _decode(image, channels, crop_window=None):
+def decode(image, channels, crop_window=None):
   """Decoded uint8 image, optionally only the crop window [y, x, h, w]."""
   if image.dtype == tf.string:
     if crop_window is not None:
@@ -42,7 +42,7 @@ def _decode(image, channels, crop_window=None):
   return image
 
 
-def _resize(image, size):
+def resize(image, size):
   """uint8 image resized (bilinear, antialiased) to `size` = [h, w]."""
   image = tf.image.resize(image, size, method='bilinear', antialias=True)
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
@@ -80,10 +80,10 @@ def train_image(image, seed, *, image_size, channels, min_area, aspect_ratio,
       tf.random.experimental.stateless_split(seed, 3))
   if min_area < 1.0:
     window = random_crop_window(_image_shape(image), crop_seed, min_area, aspect_ratio)
-    image = _decode(image, channels, window)
+    image = decode(image, channels, window)
   else:
-    image = _decode(image, channels)
-  image = _resize(image, [image_size, image_size])
+    image = decode(image, channels)
+  image = resize(image, [image_size, image_size])
   image.set_shape([image_size, image_size, channels])
   if flip:
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
@@ -98,7 +98,7 @@ def resize_shorter_side(image, size):
   scale = tf.cast(size, tf.float32) / tf.minimum(h, w)
   new_h = tf.cast(tf.round(h * scale), tf.int32)
   new_w = tf.cast(tf.round(w * scale), tf.int32)
-  return _resize(image, [tf.maximum(new_h, size), tf.maximum(new_w, size)])
+  return resize(image, [tf.maximum(new_h, size), tf.maximum(new_w, size)])
 
 
 def center_crop(image, size):
@@ -110,7 +110,7 @@ def center_crop(image, size):
 
 def eval_image(image, *, image_size, channels, crop_fraction):
   """Single-crop eval: shorter side to image_size / crop_fraction, center crop."""
-  image = _decode(image, channels)
+  image = decode(image, channels)
   resized = round(image_size / crop_fraction)
   image = center_crop(resize_shorter_side(image, resized), image_size)
   image.set_shape([image_size, image_size, channels])

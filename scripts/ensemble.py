@@ -1,0 +1,36 @@
+"""Ensembles trained runs: the mean of their class probabilities (and crops).
+
+  python scripts/ensemble.py --workdirs workdirs/m1,workdirs/m2 --stats population --crops 144
+"""
+
+import json
+import os
+
+from absl import flags
+
+from bn_repro import cli, evaluators
+
+flags.DEFINE_list('workdirs', None, 'Training workdirs of the members.')
+flags.DEFINE_enum('stats', 'population', evaluators.STATS, 'BN statistics to normalize with.')
+flags.DEFINE_enum('crops', '1', ['1', '10', '144'], 'Crops per image.')
+flags.DEFINE_string('split', None, 'tfds split (default: the members\' eval split).')
+flags.DEFINE_integer('batch_size', None, 'Global batch of images (default: from the config).')
+flags.DEFINE_string('output', None, 'JSON file for the table (default: none).')
+flags.mark_flags_as_required(['workdirs'])
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  spec = evaluators.EvalSpec(stats=f.stats, crops=int(f.crops), split=f.split)
+  result = evaluators.ensemble(f.workdirs, spec, batch_size=f.batch_size)
+  print(f'{result["split"]}, {result["stats"]} BN statistics, {result["crops"]} crop(s):')
+  print(evaluators.format_rows(result['rows'], 'member'))
+  if f.output:
+    os.makedirs(os.path.dirname(os.path.abspath(f.output)), exist_ok=True)
+    with open(f.output, 'w', encoding='utf-8') as out:
+      json.dump(result, out, indent=1)
+
+
+if __name__ == '__main__':
+  cli.run(main)
