@@ -98,10 +98,10 @@ class BatchNorm(nn.Module):
     mean_of_squares = jnp.mean(jnp.square(x), reduce_axes)
     group_size = 1
     if self.axis_name is not None and not self.is_initializing():
-      # One collective for both moments; exact because every device of a
-      # group holds the same number of values.
+      # One collective for both moments (stacked: one operand), exact because
+      # every device of a group holds the same number of values.
       mean, mean_of_squares = lax.pmean(
-          (mean, mean_of_squares), self.axis_name,
+          jnp.stack([mean, mean_of_squares]), self.axis_name,
           axis_index_groups=self.axis_index_groups)
       group_size = (len(self.axis_index_groups[0]) if self.axis_index_groups
                     else lax.axis_size(self.axis_name))

@@ -27,14 +27,17 @@ def _not_library_chatter(record: logging.LogRecord) -> bool:
 
 logging.getLogger('absl').addFilter(_not_library_chatter)
 
+from bn_repro import distributed  # noqa: E402
 from bn_repro.errors import UserError  # noqa: E402
 
 
 def run(main) -> None:
-  """absl's app.run, printing a UserError as one line and exiting with status 2."""
+  """absl's app.run: joins the other processes of a multi-process run, then
+  runs main, printing a UserError as one line and exiting with status 2."""
 
   def guarded(argv):
     try:
+      distributed.initialize()
       return main(argv)
     except UserError as e:
       print(f'error: {e}', file=sys.stderr)

@@ -16,6 +16,8 @@ Conventions:
 from __future__ import annotations
 
 import functools
+import hashlib
+import itertools
 from typing import Any, Callable, Sequence
 
 import jax
@@ -24,8 +26,13 @@ from jax import lax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from bn_repro.errors import UserError
+
 # The one device axis: pmap's axis, BatchNorm's axis_name and every pmean.
 AXIS = 'batch'
+
+# Sync-point ids for stop_requested: one per call, the same sequence everywhere.
+_step_counter = itertools.count().__next__
 
 
 def device_count() -> int:
@@ -119,10 +126,30 @@ def map_over_devices(fn: Callable, *, in_axes: Sequence[int | None],
 
   in_axes/out_axes: 0 for a sharded argument/output (the device axis is
   stripped inside `fn`), None for a replicated one. A replicated output must
-  be identical on every device (e.g. the result of `pmean`).
+  be identical on every device (e.g. the result of `pmean`). Outputs are
+  global arrays over all devices of all processes, like the inputs.
   """
-  return jax.pmap(fn, axis_name=AXIS, in_axes=tuple(in_axes),
-                  out_axes=out_axes, donate_argnums=tuple(donate_argnums))
+  mapped = jax.pmap(fn, axis_name=AXIS, in_axes=tuple(in_axes),
+                    out_axes=out_axes, donate_argnums=tuple(donate_argnums))
+  if process_count() == 1:
+    return mapped
+
+  # With several processes pmap returns host-local arrays (over this
+  # process's devices); make them global again, without copying.
+  @functools.wraps(fn)
+  def run(*args):
+    outputs = mapped(*args)
+    return multihost_utils.host_local_array_to_global_array(
+        outputs, mesh(), _output_specs(out_axes, outputs))
+
+  return run
+
+
+def _output_specs(out_axes, outputs):
+  if out_axes is None or isinstance(out_axes, int):
+    spec = PartitionSpec() if out_axes is None else PartitionSpec(AXIS)
+    return jax.tree.map(lambda _: spec, outputs)
+  return tuple(_output_specs(a, o) for a, o in zip(out_axes, outputs))
 
 
 def pmean(tree: Any) -> Any:
@@ -160,3 +187,26 @@ def sync_processes(name: str) -> None:
   """A barrier across processes (no-op with one process)."""
   if process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+def check_same_on_all_processes(what: str, value: str) -> None:
+  """Raises UserError unless every process passes the same `value` (no-op with one process)."""
+  if process_count() == 1:
+    return
+  digest = np.frombuffer(hashlib.sha256(value.encode()).digest()[:8], np.int64)
+  digests = np.asarray(multihost_utils.process_allgather(digest)).reshape(-1)
+  differing = [i for i, d in enumerate(digests) if d != digests[0]]
+  if differing:
+    raise UserError(f'processes disagree on the {what}: process(es) {differing} differ from '
+                    'process 0; start every process with the same command and files')
+
+
+def stop_requested(local_flag) -> bool:
+  """Whether to save and stop now, on every process alike.
+
+  One process: a SIGTERM seen by this process (local_flag). Several: JAX's
+  preemption sync point, which all processes reach at the same step.
+  """
+  if process_count() == 1:
+    return local_flag.is_set()
+  return multihost_utils.reached_preemption_sync_point(_step_counter())

@@ -100,9 +100,11 @@ class TargetTracker:
 
 @contextlib.contextmanager
 def sigterm_flag():
-  """An Event set on SIGTERM while inside the block (main thread only)."""
+  """An Event set on SIGTERM while inside the block (main thread, one process only:
+  with several, JAX's own preemption notifier handles SIGTERM)."""
   event = threading.Event()
-  if threading.current_thread() is not threading.main_thread():
+  if (threading.current_thread() is not threading.main_thread()
+      or device_map.process_count() > 1):
     yield event
     return
   previous = signal.signal(signal.SIGTERM, lambda *_: event.set())
@@ -152,6 +154,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   _write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json_best_effort()))
 
   start_step = int(device_map.to_host(state.step))
+  device_map.check_same_on_all_processes('config', config.to_json_best_effort(sort_keys=True))
+  device_map.check_same_on_all_processes('start step', str(start_step))
   per_device = config.global_batch_size // device_map.device_count()
   logging.info('%s: %d devices on %d processes, global batch %d (%d per device), '
                '%d steps per epoch, training steps %d -> %d', config.name,
@@ -186,7 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   step = start_step
   with sigterm_flag() as sigterm:
     while step < num_steps:
-      if sigterm.is_set():
+      if device_map.stop_requested(sigterm):
         save(step)
         checkpoints.wait()
         logging.info('SIGTERM: saved a checkpoint at step %d; exiting', step)

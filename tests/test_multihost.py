@@ -1,0 +1,88 @@
+"""2 processes x 4 simulated CPU devices against 1 process x 8, over loopback (gloo)."""
+
+import json
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+import orbax.checkpoint as ocp
+
+from bn_repro import device_map
+from bn_repro.checkpointing import Checkpoints, abstract_like
+from bn_repro.launch import launch_local
+from bn_repro.trained_run import load_run
+from tests import multihost_harness
+
+HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'multihost_harness.py')
+
+
+def _two_processes(command, timeout=420, devices=4):
+  return launch_local([sys.executable] + command, 2, cpu_devices_per_process=devices,
+                      timeout=timeout, sink=open(os.devnull, 'w'))
+
+
+def _compare(a, b):
+  assert sorted(a.files) == sorted(b.files)
+  np.testing.assert_array_equal(a['eval_counts'], b['eval_counts'])
+  assert a['eval_counts'][0] == 101
+  np.testing.assert_allclose(a['losses'], b['losses'], rtol=1e-5)
+  for key in a.files:
+    if key.startswith(('params', 'ema', 'population')):
+      np.testing.assert_allclose(a[key], b[key], rtol=2e-4, atol=2e-5, err_msg=key)
+
+
+def test_two_processes_of_four_devices_match_one_process_of_eight(fmnist_data_dir, tmp_path):
+  """Exact eval, population statistics, training with BN statistics synced over
+  all devices of both hosts, and a checkpoint written by both processes that
+  restores here."""
+  two, one = tmp_path / 'two', tmp_path / 'one'
+  status, outputs = _two_processes(['-u', HARNESS, '--mode', 'run', '--out', str(two),
+                                    '--data_dir', fmnist_data_dir])
+  assert status == 0, ''.join(outputs[0][-30:] + outputs[1][-30:])
+  multihost_harness.run(str(one), fmnist_data_dir)  # here: 1 process x 8 devices
+  _compare(np.load(two / 'result.npz'), np.load(one / 'result.npz'))
+
+  state_one = _restore_state(Checkpoints(str(one / 'workdir'), read_only=True))
+  state_two = _restore_state(Checkpoints(str(two / 'workdir'), read_only=True),
+                             target=abstract_like(state_one, device_map.replicated_sharding()))
+  for x, y in zip(jax.tree.leaves(state_two), jax.tree.leaves(state_one)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-4, atol=2e-5)
+
+
+def _restore_state(checkpoints, target=None):
+  path = os.path.join(checkpoints.path(checkpoints.latest_step()), 'state')
+  return ocp.StandardCheckpointer().restore(path, target)
+
+
+def test_train_script_on_two_processes(tiny_config, tmp_path, repo_root):
+  workdir = str(tmp_path / 'run')
+  status, outputs = _two_processes(
+      [os.path.join(repo_root, 'scripts', 'train.py'), '--config',
+       os.path.join(repo_root, 'configs', 'tiny.py'), '--workdir', workdir,
+       f'--config.data.data_dir={tiny_config.data.data_dir}', '--config.num_train_steps=2',
+       '--config.eval_every_steps=-1'])
+  assert status == 0, ''.join(outputs[0][-40:] + outputs[1][-40:])
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  assert results['eval_examples'] == 256 and results['step'] == 2
+  events = [f for f in os.listdir(workdir) if f.startswith('events.out.tfevents')]
+  assert len(events) == 1                       # only process 0 writes metrics
+  assert any('2 processes' in line for line in outputs[0])
+  run = load_run(workdir)                       # restores here, on 1 process
+  assert run.step == 2
+
+
+def test_processes_that_disagree_fail_clearly():
+  status, outputs = _two_processes(['-u', HARNESS, '--mode', 'disagree'], timeout=120)
+  assert status != 0
+  assert any('processes disagree on the config' in line for out in outputs for line in out)
+
+
+def test_a_dying_process_fails_the_run_quickly():
+  start = time.time()
+  status, outputs = _two_processes(['-u', HARNESS, '--mode', 'die'], timeout=120)
+  assert status != 0
+  assert time.time() - start < 60
