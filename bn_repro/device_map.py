@@ -26,7 +26,7 @@ from jax import lax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from bn_repro.errors import UserError
+from bn_repro.errors import ConfigError, UserError
 
 # The one device axis: pmap's axis, BatchNorm's axis_name and every pmean.
 AXIS = 'batch'
@@ -55,6 +55,15 @@ def process_count() -> int:
 def mesh() -> Mesh:
   """A 1-D mesh over every device of every process, in pmap's order."""
   return Mesh(np.asarray(jax.devices()), (AXIS,))
+
+
+def per_device_batch(name: str, global_batch: int) -> int:
+  """The per-device share of a global batch, or a one-line ConfigError."""
+  n = device_count()
+  if global_batch <= 0 or global_batch % n:
+    raise ConfigError(f'{name}={global_batch} must be a positive multiple of the {n} devices '
+                      f'(per-device batch = {name} / {n})')
+  return global_batch // n
 
 
 def replicated_sharding() -> NamedSharding:

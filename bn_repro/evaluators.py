@@ -16,12 +16,12 @@ import os
 
 import numpy as np
 
-from bn_repro import device_map, population_stats, steps
+from bn_repro import device_map, files, population_stats, steps
 from bn_repro.errors import UserError, check_choice
 from bn_repro.evaluation import evaluate
 from bn_repro.input_pipeline import crops as crops_lib
 from bn_repro.input_pipeline import pipeline
-from bn_repro.train import check_batch_size, load_config
+from bn_repro.train import load_config
 from bn_repro.trained_run import load_run
 
 EVAL_DIR = 'eval'
@@ -79,11 +79,12 @@ def evaluate_workdir(workdir: str, spec: EvalSpec, *, step: int | None = None,
     population_stats.require_batch_norm(config)
     population, population_meta = population_stats.load(workdir, trained.step)
   batch_size = batch_size or default_batch_size(config.eval_batch_size, spec.crops)
-  check_batch_size('--batch_size', batch_size)
+  device_map.per_device_batch('--batch_size', batch_size)
 
   source = pipeline.Source(config.data)
   preprocess = functools.partial(crops_lib.multi_crop, mode=spec.crops,
-                                 crop_size=config.data.image_size, channels=source.spec.channels)
+                                 crop_size=config.data.image_size, channels=source.spec.channels,
+                                 crop_fraction=config.data.eval_crop_fraction)
   eval_data = pipeline.EvalData(source, global_batch=batch_size, preprocess=preprocess,
                                 split=split)
   eval_step = steps.make_eval_step(trained.model, source.spec, stats=spec.stats,
@@ -98,10 +99,8 @@ def evaluate_workdir(workdir: str, spec: EvalSpec, *, step: int | None = None,
       'population_stats': population_meta,
   }
   json_path, npz_path = _paths(workdir, spec, split, trained.step)
+  files.write_json(json_path, record)
   if device_map.process_index() == 0:
-    os.makedirs(os.path.dirname(json_path), exist_ok=True)
-    with open(json_path, 'w', encoding='utf-8') as f:
-      json.dump(record, f, indent=1)
     if save_probs:
       np.savez_compressed(npz_path, probs=out[1].astype(np.float32), labels=out[2],
                           record=json.dumps(record))

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from bn_repro import device_map
+from bn_repro import device_map, files
 from bn_repro.batchnorm import BATCH_MOMENTS
 from bn_repro.errors import UserError
 from bn_repro.steps import standardize
@@ -39,12 +39,15 @@ META_FILE = 'meta.json'
 
 def make_moments_step(model, spec):
   """(variables, batch) -> this batch's BN moments, averaged over all BN groups."""
+  # Statistics synced over all devices are already the same everywhere.
+  one_group = model.opts.axis_name is not None and model.opts.axis_index_groups is None
 
   def step(variables, batch):
     images = standardize(batch['image'], spec)
     _, state = model.apply(variables, images, train=False, stats='batch',
                            mutable=[BATCH_MOMENTS])
-    return device_map.pmean(state[BATCH_MOMENTS])
+    moments = state[BATCH_MOMENTS]
+    return moments if one_group else device_map.pmean(moments)
 
   return device_map.map_over_devices(step, in_axes=(None, 0), out_axes=None)
 
@@ -122,9 +125,7 @@ def save(workdir: str, step: int, stats: dict, meta: dict) -> str:
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(os.path.join(directory, 'stats'), stats, force=True)
   checkpointer.wait_until_finished()
-  if device_map.process_index() == 0:
-    with open(os.path.join(directory, META_FILE), 'w', encoding='utf-8') as f:
-      json.dump(meta, f, indent=1)
+  files.write_json(os.path.join(directory, META_FILE), meta)
   device_map.sync_processes('population stats saved')
   return directory
 
@@ -188,7 +189,6 @@ def run(workdir: str, *, step: int | None = None, num_batches: int = 200,
   """Computes, saves and reports the population statistics of a checkpoint; returns its meta."""
   from bn_repro.input_pipeline import pipeline  # TensorFlow only where data is read
   from bn_repro.metric_logging import create_writer
-  from bn_repro.train import check_batch_size
   from bn_repro.trained_run import load_run
 
   trained = load_run(workdir, step)
@@ -197,7 +197,7 @@ def run(workdir: str, *, step: int | None = None, num_batches: int = 200,
   if num_batches < 2:
     raise UserError(f'--num_batches={num_batches} must be at least 2')
   batch_size = batch_size or config.global_batch_size
-  check_batch_size('--batch_size', batch_size)
+  device_map.per_device_batch('--batch_size', batch_size)
   source = pipeline.Source(config.data)
   variables = trained.state.variables()
 
@@ -216,9 +216,7 @@ def run(workdir: str, *, step: int | None = None, num_batches: int = 200,
   }
   directory = save(workdir, trained.step, stats, meta)
   rows = ema_gap(device_map.to_host(trained.state.ema_stats), stats, config.model.bn.epsilon)
-  if device_map.process_index() == 0:
-    with open(os.path.join(directory, 'ema_gap.json'), 'w', encoding='utf-8') as f:
-      json.dump(rows, f, indent=1)
+  files.write_json(os.path.join(directory, 'ema_gap.json'), rows)
   writer = create_writer(os.path.join(os.path.abspath(workdir), POPULATION_DIR))
   writer.write_scalars(trained.step, {f'ema_gap/mean/{r["layer"]}': r['mean_gap'] for r in rows})
   writer.write_scalars(trained.step, {f'ema_gap/var/{r["layer"]}': r['var_log_ratio'] for r in rows})

@@ -3,12 +3,9 @@
   python scripts/ensemble.py --workdirs workdirs/m1,workdirs/m2 --stats population --crops 144
 """
 
-import json
-import os
-
 from absl import flags
 
-from bn_repro import cli, evaluators
+from bn_repro import cli, evaluators, files
 
 flags.DEFINE_list('workdirs', None, 'Training workdirs of the members.')
 flags.DEFINE_enum('stats', 'population', evaluators.STATS, 'BN statistics to normalize with.')
@@ -27,9 +24,7 @@ def main(argv):
   print(f'{result["split"]}, {result["stats"]} BN statistics, {result["crops"]} crop(s):')
   print(evaluators.format_rows(result['rows'], 'member'))
   if f.output:
-    os.makedirs(os.path.dirname(os.path.abspath(f.output)), exist_ok=True)
-    with open(f.output, 'w', encoding='utf-8') as out:
-      json.dump(result, out, indent=1)
+    files.write_json(f.output, result)
 
 
 if __name__ == '__main__':

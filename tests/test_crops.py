@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bn_repro.input_pipeline import crops
+from bn_repro.input_pipeline import crops, preprocessing
 
 
 def geometry(mode, height, width, crop=224):
@@ -61,6 +61,25 @@ def test_144_crops_take_three_squares_along_the_long_side(height, width, axis):
 def test_sizes_scale_with_the_crop_size():
   assert crops.shorter_sides(144, 28) == (32, 36, 40, 44)
   assert crops.shorter_sides(1, 28) == (32,)
+  # ... and with the config's eval crop fraction (1.0: the whole 28x28 image).
+  assert crops.shorter_sides(144, 28, 1.0) == (28, 32, 35, 38)
+  assert crops.shorter_sides(10, 28, 1.0) == (28,)
+
+
+@pytest.mark.parametrize('fraction', [0.875, 1.0])
+def test_one_crop_equals_the_training_loops_eval_preprocessing(fraction):
+  image = np.random.default_rng(0).integers(0, 256, (28, 28, 1), dtype=np.uint8)
+  one = crops.multi_crop(tf.constant(image), mode=1, crop_size=28, channels=1,
+                         crop_fraction=fraction).numpy()
+  loop = preprocessing.eval_image(tf.constant(image), image_size=28, channels=1,
+                                  crop_fraction=fraction).numpy()
+  np.testing.assert_array_equal(one[0], loop)
+  if fraction == 1.0:  # nothing to cut: the image itself, and its mirror in the 10 crops
+    np.testing.assert_array_equal(one[0], image)
+    ten = crops.multi_crop(tf.constant(image), mode=10, crop_size=28, channels=1,
+                           crop_fraction=fraction).numpy()
+    np.testing.assert_array_equal(ten[:5], np.stack([image] * 5))
+    np.testing.assert_array_equal(ten[5], image[:, ::-1])
 
 
 def test_tensorflow_crops_cut_the_computed_boxes():

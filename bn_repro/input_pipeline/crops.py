@@ -1,7 +1,11 @@
 """Multi-crop evaluation geometry (SPEC section 6), shared by numpy tests and tf.data.
 
-Sizes are given for the paper's 224 crops and scale with the crop size, so a
-28x28 model gets the same protocol in proportion.
+Sizes are given for the paper's 224 crops from a 256 image (crop fraction
+0.875) and scale with the crop size and the config's eval crop fraction: a
+28x28 model with fraction 0.875 gets the same protocol in proportion, and one
+with fraction 1.0 (the small twins: Fashion-MNIST images are already cropped
+to the object) gets its scales 28, 32, 35, 38, where the 10 crops reduce to
+the whole image and its mirror, five times each.
 
 - 1 crop: shorter side to 256, the center 224.
 - 10 crops: shorter side to 256, the 4 corner and the center 224 crops, and
@@ -25,6 +29,7 @@ from bn_repro.input_pipeline import preprocessing
 
 CROP_MODES = (1, 10, 144)
 REFERENCE_CROP = 224
+REFERENCE_FRACTION = 0.875   # 224 / 256
 SINGLE_SCALE = 256
 MULTI_SCALES = (256, 288, 320, 352)
 
@@ -37,9 +42,9 @@ class Crop:
   flip: bool
 
 
-def scaled(size: int, crop_size: int) -> int:
-  """A size given for 224 crops, for crops of crop_size."""
-  return round(size * crop_size / REFERENCE_CROP)
+def scaled(size: int, crop_size: int, crop_fraction: float = REFERENCE_FRACTION) -> int:
+  """A size given for 224 crops of a 256 image, for crops of crop_size at crop_fraction."""
+  return round(size * crop_size * REFERENCE_FRACTION / (REFERENCE_CROP * crop_fraction))
 
 
 def resized_shape(height, width, shorter):
@@ -65,12 +70,13 @@ def squares(height, width, side):
   return [(0, 0), ((height - side) // 2, (width - side) // 2), (height - side, width - side)]
 
 
-def crops_for(mode: int, crop_size: int, resized: dict) -> list[Crop]:
+def crops_for(mode: int, crop_size: int, resized: dict,
+              crop_fraction: float = REFERENCE_FRACTION) -> list[Crop]:
   """The crops of `mode`; resized[shorter] = (height, width) after resizing to `shorter`."""
   if mode not in CROP_MODES:
     raise ValueError(f'crops={mode} is not one of {CROP_MODES}')
   if mode in (1, 10):
-    s = scaled(SINGLE_SCALE, crop_size)
+    s = scaled(SINGLE_SCALE, crop_size, crop_fraction)
     h, w = resized[s]
     boxes = five_boxes(0, 0, h, w, crop_size)
     if mode == 1:
@@ -80,7 +86,7 @@ def crops_for(mode: int, crop_size: int, resized: dict) -> list[Crop]:
   result = []
   for flip in (False, True):
     for size in MULTI_SCALES:
-      s = scaled(size, crop_size)
+      s = scaled(size, crop_size, crop_fraction)
       h, w = resized[s]
       for top, left in squares(h, w, s):
         result += [Crop(s, box + (crop_size, crop_size), flip)
@@ -89,22 +95,23 @@ def crops_for(mode: int, crop_size: int, resized: dict) -> list[Crop]:
   return result
 
 
-def shorter_sides(mode: int, crop_size: int) -> tuple[int, ...]:
-  if mode == 144:
-    return tuple(scaled(s, crop_size) for s in MULTI_SCALES)
-  return (scaled(SINGLE_SCALE, crop_size),)
+def shorter_sides(mode: int, crop_size: int,
+                  crop_fraction: float = REFERENCE_FRACTION) -> tuple[int, ...]:
+  sizes = MULTI_SCALES if mode == 144 else (SINGLE_SCALE,)
+  return tuple(scaled(s, crop_size, crop_fraction) for s in sizes)
 
 
-def multi_crop(image, *, mode: int, crop_size: int, channels: int):
+def multi_crop(image, *, mode: int, crop_size: int, channels: int,
+               crop_fraction: float = REFERENCE_FRACTION):
   """tf: one image (JPEG bytes or uint8 HxWxC) -> uint8 [num_crops, crop, crop, C]."""
   image = preprocessing.decode(image, channels)
   resized_images, resized = {}, {}
-  for s in shorter_sides(mode, crop_size):
+  for s in shorter_sides(mode, crop_size, crop_fraction):
     resized_images[s] = preprocessing.resize_shorter_side(image, s)
     shape = tf.shape(resized_images[s])
     resized[s] = (shape[0], shape[1])
   out = []
-  for crop in crops_for(mode, crop_size, resized):
+  for crop in crops_for(mode, crop_size, resized, crop_fraction):
     top, left, h, w = crop.box
     piece = tf.slice(resized_images[crop.shorter], [top, left, 0], [h, w, -1])
     if not (isinstance(h, int) and h == crop_size):
