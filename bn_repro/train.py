@@ -21,14 +21,14 @@ import ml_collections
 from absl import logging
 from clu import periodic_actions
 
-from bn_repro import device_map, evaluation, optim, steps
+from bn_repro import device_map, evaluation, files, optim, steps
 from bn_repro.checkpointing import Checkpoints, abstract_like, param_shapes
 from bn_repro.errors import ConfigError, UserError, check_choice
 from bn_repro.input_pipeline import pipeline
 from bn_repro.input_pipeline.specs import image_shape
 from bn_repro.metric_logging import create_writer
 from bn_repro.models import build_model
-from bn_repro.train_state import TrainState, create_train_state
+from bn_repro.train_state import create_train_state
 
 CONFIG_FILE = 'config.json'
 TARGETS_FILE = 'targets.json'
@@ -39,18 +39,9 @@ class TrainingDiverged(UserError):
   """The loss or the gradients stopped being finite."""
 
 
-def check_batch_size(name: str, size: int) -> int:
-  """Per-device batch for a global batch `size`, or a one-line ConfigError."""
-  n = device_map.device_count()
-  if size <= 0 or size % n:
-    raise ConfigError(f'{name}={size} must be a positive multiple of the {n} devices '
-                      f'(per-device batch = {name} / {n})')
-  return size // n
-
-
 def validate_config(config) -> None:
-  check_batch_size('global_batch_size', config.global_batch_size)
-  check_batch_size('eval_batch_size', config.eval_batch_size)
+  device_map.per_device_batch('global_batch_size', config.global_batch_size)
+  device_map.per_device_batch('eval_batch_size', config.eval_batch_size)
   check_choice('eval_stats', config.eval_stats, ('ema',))
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     raise ConfigError('set num_train_steps or num_epochs (> 0)')
@@ -92,9 +83,8 @@ class TargetTracker:
     new = [t for t in self.targets if f'{t:g}' not in self.reached and top1 >= t]
     for t in new:
       self.reached[f'{t:g}'] = {'step': step, 'eval_top1': top1}
-    if new and device_map.process_index() == 0:
-      with open(self.path, 'w', encoding='utf-8') as f:
-        json.dump({'targets': self.targets, 'reached': self.reached}, f, indent=1)
+    if new:
+      files.write_json(self.path, {'targets': self.targets, 'reached': self.reached})
     return new
 
 
@@ -112,12 +102,6 @@ def sigterm_flag():
     yield event
   finally:
     signal.signal(signal.SIGTERM, previous)
-
-
-def _write_json(path: str, value) -> None:
-  if device_map.process_index() == 0:
-    with open(path, 'w', encoding='utf-8') as f:
-      json.dump(value, f, indent=1)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -151,7 +135,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info('Resumed from %s', checkpoints.path(latest))
   else:
     state = create_train_state(model, tx, shape, config.seed, sharding=replicated)
-  _write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json_best_effort()))
+  files.write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json_best_effort()))
 
   start_step = int(device_map.to_host(state.step))
   device_map.check_same_on_all_processes('config', config.to_json_best_effort(sort_keys=True))
@@ -177,12 +161,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   def save(step: int):
     checkpoints.save(step, state, dict(meta, step=step))
 
+  population_eval = _population_evaluator(config, model, source)
+
   def run_eval(step: int) -> evaluation.EvalResult:
     result = evaluation.evaluate(eval_step, state.variables(), eval_data)
     writer.write_scalars(step, result.metrics())
+    if population_eval:
+      writer.write_scalars(step, population_eval(state, eval_data).metrics('eval_population_'))
     for t in targets.update(step, result.top1):
       logging.info('step %d: eval top-1 %.4f reached the target %g', step, result.top1, t)
     return result
+
+  probe = _make_probe(config, workdir, model, source, shape)
+  if probe and probe.due(start_step):
+    probe.record(start_step, state.variables())
 
   batches = pipeline.prefetch_to_devices(train_data.batches(start_step),
                                          config.data.prefetch)
@@ -205,6 +197,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if not bool(device_map.to_host(pending[-2]['finite'])):
           _stop_diverged(step - 1, pending[-2], checkpoints)
       progress(step)
+      if probe and probe.due(step):
+        probe.record(step, state.variables())
       if step % config.log_every_steps == 0 or step == num_steps:
         host = device_map.to_host(pending)
         for offset, m in enumerate(host):
@@ -231,11 +225,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       'targets_reached': targets.reached,
       'wall_seconds_this_run': round(time.time() - start_time, 1),
   }
-  _write_json(os.path.join(workdir, RESULTS_FILE), results)
+  files.write_json(os.path.join(workdir, RESULTS_FILE), results)
   logging.info('RESULT %s: step %d, %s top-1 %.4f (top-5 %.4f) on %d examples, '
                '%s BN statistics', config.name, step, eval_data.split, last_result.top1,
                last_result.top5, last_result.count, config.eval_stats.upper())
   return results
+
+
+def _population_evaluator(config, model, source):
+  """With config.eval_population_batches > 0 (and BN): a function that recomputes
+  population statistics (Algorithm 2, over that many training batches of a
+  fixed seed) and evaluates with them, so training curves exist for both kinds
+  of BN statistics."""
+  num_batches = config.get('eval_population_batches', 0)
+  if not num_batches or not config.model.batch_norm:
+    return None
+  from bn_repro import population_stats
+  eval_step = steps.make_eval_step(model, source.spec, stats='population')
+
+  def evaluate(state, eval_data):
+    batches = pipeline.prefetch_to_devices(pipeline.TrainData(
+        source, global_batch=config.global_batch_size, seed=config.seed + 1).batches(0),
+        config.data.prefetch)
+    stats, _, _ = population_stats.compute(model, state.variables(), source.spec, batches,
+                                           num_batches)
+    variables = state.variables(device_map.replicate(stats))
+    return evaluation.evaluate(eval_step, variables, eval_data)
+
+  return evaluate
+
+
+def _make_probe(config, workdir, model, source, shape):
+  """The internal-covariate-shift probe when config.probe names layers, else None."""
+  layers = list(config.probe.layers)
+  if not layers:
+    return None
+  from bn_repro import ics_probe
+  host_model = build_model(config.model, image_size=shape[0])
+  ics_probe.check_layers(layers, ics_probe.unit_layers(host_model, shape))
+  device_map.per_device_batch('probe.batch_size', config.probe.batch_size)
+  probe_data = pipeline.EvalData(source, global_batch=config.probe.batch_size)
+  first = next(iter(probe_data.batches()))
+  return ics_probe.Probe(workdir, model, source.spec, layers,
+                         {k: first[k] for k in ('image', 'label')} | {'mask': first['mask']},
+                         every_steps=config.probe.every_steps, unit=config.probe.unit)
 
 
 def _stop_diverged(step: int, metrics, checkpoints: Checkpoints):

@@ -65,8 +65,18 @@ def get_config():
   c.keep_checkpoints = 3
   c.check_finite_every_steps = 1  # NaN/Inf check, one step behind the running step
   c.eval_stats = 'ema'           # BN statistics for evaluations during training
+  # > 0: at each evaluation also recompute population statistics (Algorithm 2)
+  # over this many training batches and evaluate with them (eval_population_*).
+  c.eval_population_batches = 0
   # Record the first step at which eval top-1 reaches each of these.
   c.target_accuracies = (0.722,)  # the paper's "steps to 72.2%" (Inception's best)
+
+  # Internal-covariate-shift probe (bn_repro/ics_probe.py): off unless layers are named.
+  c.probe = ml_collections.ConfigDict()
+  c.probe.layers = ()            # e.g. ('inception_3a/b1x1', 'inception_5b/b1x1')
+  c.probe.every_steps = 500
+  c.probe.batch_size = 256       # the first examples of the eval split, fixed
+  c.probe.unit = 0               # the unit whose percentiles are recorded
 
   c.optimizer = o = ml_collections.ConfigDict()
   o.learning_rate = 0.0015       # the paper's initial rate for Inception

@@ -1,0 +1,50 @@
+"""Trains with the internal-covariate-shift probe on chosen layers, then plots them.
+
+  python scripts/ics_probe.py --config configs/fmnist_inception.py --workdir workdirs/ics \\
+      --layers inception_3a/b1x1,inception_5b/b1x1 [--every_steps 100] [--unit 0]
+
+Records go to <workdir>/ics_probe.jsonl (percentiles of one unit's input,
+layer and per-channel means and variances, drift between records); plots to
+<workdir>/ics_<layer>.png. Re-running resumes the training and the records.
+An unknown layer name lists the layers that can be probed.
+"""
+
+import os
+
+from absl import flags
+from ml_collections import config_flags
+
+from bn_repro import cli, ics_probe
+from bn_repro.train import train_and_evaluate
+
+config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and probe records.')
+flags.DEFINE_list('layers', None, 'Layers whose nonlinearity inputs to record.')
+flags.DEFINE_integer('every_steps', 100, 'Steps between records.')
+flags.DEFINE_integer('unit', 0, 'The unit (channel) whose percentiles are recorded.')
+flags.DEFINE_bool('plots', True, 'Write the plots after training.')
+flags.mark_flags_as_required(['config', 'workdir', 'layers'])
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  config = f.config
+  with config.unlocked():
+    config.probe.layers = tuple(f.layers)
+    config.probe.every_steps = f.every_steps
+    config.probe.unit = f.unit
+  train_and_evaluate(config, f.workdir)
+  if f.plots:
+    from bn_repro import plots
+    records = ics_probe.read_records(f.workdir)
+    for layer in f.layers:
+      name = layer.replace('/', '_')
+      plots.percentile_bands([(records, layer, f'{config.name}: {layer}')],
+                             os.path.join(f.workdir, f'ics_{name}.png'))
+      plots.drift_curves({config.name: records}, layer,
+                         os.path.join(f.workdir, f'ics_{name}_drift.png'))
+
+
+if __name__ == '__main__':
+  cli.run(main)
