@@ -1,0 +1,89 @@
+"""Measures the codebase's speed; prints a table and writes JSON.
+
+  # all CPU parts on 8 simulated devices (part 4 needs several devices)
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python scripts/benchmark.py \\
+      --config configs/fmnist_bn_x30.py --output results/benchmark_cpu.json
+  # one GPU: bare step, input pipeline and FLOPs of the full network
+  python scripts/benchmark.py --config configs/bn_x30.py --parts 1,3,6 --batch_size 128
+
+Parts: 1 bare train step, 2 full training loop, 3 input pipeline vs bare
+tf.data, 4 synced vs per-device BN, 5 population-statistics vs eval pass,
+6 FLOPs per image (and MFU on an accelerator).
+"""
+
+from absl import flags
+from ml_collections import config_flags
+
+from bn_repro import benchmark, cli, device_map, files
+
+config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
+flags.DEFINE_list('parts', '1,2,3,4,5,6', 'Which measurements to run.')
+flags.DEFINE_integer('batch_size', None, 'Per-device batch (default: the config\'s global / devices).')
+flags.DEFINE_integer('steps', 20, 'Steps (or batches) per timed repeat.')
+flags.DEFINE_integer('repeats', 5, 'Timed repeats of each measurement.')
+flags.DEFINE_integer('loop_steps', 300, 'Steps of the full-loop run (part 2).')
+flags.DEFINE_integer('pipeline_batch', 128, 'Batch of the input-pipeline comparison (part 3).')
+flags.DEFINE_string('output', None, 'JSON file for the results.')
+flags.mark_flags_as_required(['config'])
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  config = f.config
+  if f.batch_size:
+    config.global_batch_size = f.batch_size * device_map.device_count()
+  batch = config.global_batch_size
+  device_map.per_device_batch('global_batch_size', batch)
+  parts = {int(p) for p in f.parts}
+  results = {'config': config.name, 'global_batch': batch, 'dtype': config.model.dtype,
+             'environment': benchmark.environment()}
+  print(f'{config.name}: global batch {batch} on {device_map.device_count()} '
+        f'{results["environment"]["device_kind"]} devices, {config.model.dtype}')
+
+  if 1 in parts:
+    r = results['1_bare_step'] = benchmark.bare_step(config, batch, f.steps, f.repeats)
+    print(f'1 bare train step: {r["images"]["median_per_s"]:.1f} images/s '
+          f'({r["images"]["min_per_s"]:.1f}-{r["images"]["max_per_s"]:.1f}), '
+          f'compile {r["compile_seconds"]} s')
+  if 2 in parts:
+    r = results['2_full_loop'] = benchmark.full_loop(config, f.loop_steps)
+    line = f'2 full training loop: {r["images"]["median_per_s"]:.1f} images/s'
+    if '1_bare_step' in results:
+      r['ratio_to_bare_step'] = (r['images']['median_per_s'] /
+                                 results['1_bare_step']['images']['median_per_s'])
+      line += f', {r["ratio_to_bare_step"]:.3f}x the bare step'
+    print(line)
+  if 3 in parts:
+    from bn_repro.input_pipeline import benchmark_data  # TensorFlow only here
+    r = results['3_input_pipeline'] = benchmark_data.compare(
+        config, batch=f.pipeline_batch, num_batches=f.steps, repeats=f.repeats)
+    for name, v in r.items():
+      if isinstance(v, dict):
+        print(f'3 {name}: {v["images_per_s"]:.1f} images/s ({v["min"]:.1f}-{v["max"]:.1f}), '
+              f'{v["cpu_ms_per_image"]:.2f} CPU-ms/image')
+    print(f'3 project/bare: train {r["train_ratio_project_over_bare"]:.3f}, '
+          f'eval {r["eval_ratio_project_over_bare"]:.3f}')
+  if 4 in parts:
+    r = results['4_synced_bn'] = benchmark.synced_vs_per_device_bn(config, batch, f.steps, f.repeats)
+    print(f'4 synced / per-device BN step time on {r["devices"]} devices: '
+          f'{r["synced_over_per_device"]:.3f} (ms/step synced {r["synced_step_ms"]}, '
+          f'per-device {r["per_device_step_ms"]})')
+  if 5 in parts:
+    r = results['5_population_pass'] = benchmark.population_vs_eval(
+        config, batch, f.steps, f.repeats)
+    print(f'5 population-statistics pass / eval pass: {r["population_over_eval"]:.3f}')
+  if 6 in parts:
+    rate = results.get('1_bare_step', {}).get('images', {}).get('median_per_s')
+    r = results['6_flops'] = benchmark.flops(config, train_images_per_s=rate)
+    line = f'6 forward FLOPs per image: {r["forward_gflops_per_image"]:.3f} G'
+    if 'mfu' in r:
+      line += f'; model-FLOPs utilization {100 * r["mfu"]:.1f}% of {r["peak_flops"] / 1e12:.0f} TFLOP/s'
+    print(line)
+
+  if f.output:
+    files.write_json(f.output, results)
+
+
+if __name__ == '__main__':
+  cli.run(main)

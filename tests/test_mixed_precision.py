@@ -1,0 +1,45 @@
+"""bf16 compute with float32 parameters and BN statistics tracks float32 training."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bn_repro import device_map, optim, steps
+from bn_repro.input_pipeline.specs import dataset_spec
+from bn_repro.models import build_model
+from bn_repro.train_state import create_train_state
+
+STEPS = 50
+
+
+def _losses(config, dtype, batches):
+  config = config.copy_and_resolve_references()
+  config.model.dtype = dtype
+  model = build_model(config.model, image_size=28, sync_bn=True)
+  tx = optim.make_optimizer(config.optimizer, 1000)
+  schedule = optim.learning_rate_schedule(config.optimizer, 1000)
+  state = create_train_state(model, tx, (28, 28, 1), 0, device_map.replicated_sharding())
+  step = steps.make_train_step(model, tx, schedule, dataset_spec('fashion_mnist'),
+                               average_ema=False)
+  losses = []
+  for batch in batches:
+    state, metrics = step(state, batch)
+    losses.append(metrics['loss'])
+  return np.asarray(device_map.to_host(losses)), state
+
+
+def test_bfloat16_loss_stays_close_to_float32_over_50_steps(tiny_config):
+  from bn_repro.input_pipeline import pipeline
+  train = pipeline.TrainData(pipeline.Source(tiny_config.data), global_batch=16, seed=0)
+  host_batches = [b for _, b in zip(range(STEPS), train.batches(0))]
+  batches = [device_map.shard(b) for b in host_batches]
+  f32, _ = _losses(tiny_config, 'float32', batches)
+  bf16, state = _losses(tiny_config, 'bfloat16', batches)
+  assert np.all(np.isfinite(bf16))
+  assert f32[-10:].mean() < f32[:10].mean() - 0.2      # float32 learns ...
+  assert bf16[-10:].mean() < bf16[:10].mean() - 0.2    # ... and so does bfloat16,
+  # staying close to it: the mean of the last ten losses within 5%.
+  assert abs(bf16[-10:].mean() - f32[-10:].mean()) < 0.05 * f32[-10:].mean()
+  floats = {x.dtype for x in jax.tree.leaves((state.params, state.ema_stats, state.opt_state))
+            if jnp.issubdtype(x.dtype, jnp.floating)}
+  assert floats == {jnp.dtype(jnp.float32)}
