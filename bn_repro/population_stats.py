@@ -81,9 +81,12 @@ def _map_layers(fn, tree):
   return {k: _map_layers(fn, v) for k, v in tree.items()}
 
 
-def compute(model, variables, spec, batches, num_batches: int):
-  """Algorithm 2 over `num_batches` device batches; returns (stats, values per BN batch by layer, seconds)."""
-  step = make_moments_step(model, spec)
+def compute(model, variables, spec, batches, num_batches: int, *, step=None):
+  """Algorithm 2 over `num_batches` device batches; returns (stats, values per BN batch by layer, seconds).
+
+  step: a make_moments_step(model, spec) to reuse (its compilation) across calls.
+  """
+  step = step or make_moments_step(model, spec)
   sums = step(variables, next(batches))
   jax.block_until_ready(sums)  # the first call compiles: time the other batches
   start = time.perf_counter()

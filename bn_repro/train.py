@@ -234,21 +234,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def _population_evaluator(config, model, source):
   """With config.eval_population_batches > 0 (and BN): a function that recomputes
-  population statistics (Algorithm 2, over that many training batches of a
-  fixed seed) and evaluates with them, so training curves exist for both kinds
-  of BN statistics."""
+  population statistics (Algorithm 2, over the next that many batches of one
+  fixed-seed stream of training batches) and evaluates with them, so training
+  curves exist for both kinds of BN statistics. The moments step compiles once."""
   num_batches = config.get('eval_population_batches', 0)
   if not num_batches or not config.model.batch_norm:
     return None
   from bn_repro import population_stats
   eval_step = steps.make_eval_step(model, source.spec, stats='population')
+  moments_step = population_stats.make_moments_step(model, source.spec)
+  batches = None  # one stream of training batches (fixed seed), opened at first use
 
   def evaluate(state, eval_data):
-    batches = pipeline.prefetch_to_devices(pipeline.TrainData(
-        source, global_batch=config.global_batch_size, seed=config.seed + 1).batches(0),
-        config.data.prefetch)
+    nonlocal batches
+    if batches is None:
+      batches = pipeline.prefetch_to_devices(pipeline.TrainData(
+          source, global_batch=config.global_batch_size, seed=config.seed + 1).batches(0),
+          config.data.prefetch)
     stats, _, _ = population_stats.compute(model, state.variables(), source.spec, batches,
-                                           num_batches)
+                                           num_batches, step=moments_step)
     variables = state.variables(device_map.replicate(stats))
     return evaluation.evaluate(eval_step, variables, eval_data)
 

@@ -67,6 +67,7 @@ def test_small_real_dataset_learns_and_records_targets(tiny_config, tmp_path):
   config.log_every_steps = 10
   config.checkpoint_every_steps = 20
   config.target_accuracies = (0.3, 0.99)
+  config.eval_population_batches = 2
   results = train_and_evaluate(config, str(tmp_path))
   assert results['eval_examples'] == 256
   assert results['eval_top1'] > 0.3, results   # chance is 0.1
@@ -76,6 +77,26 @@ def test_small_real_dataset_learns_and_records_targets(tiny_config, tmp_path):
   assert reached['0.3']['step'] in (20, 40)
   evals = [r for r in read_metrics(str(tmp_path)) if 'eval_top1' in r]
   assert [r['step'] for r in evals] == [20, 40]
+  # Population-statistics evaluations: the step-40 one used batches 3 and 4 of
+  # one training stream of seed + 1 (batches 1 and 2 served the step-20 one).
+  population = [r for r in read_metrics(str(tmp_path)) if 'eval_population_top1' in r]
+  assert [r['step'] for r in population] == [20, 40]
+  from bn_repro import evaluation, population_stats
+  from bn_repro.trained_run import load_run
+  run = load_run(str(tmp_path))
+  source = pipeline.Source(run.config.data)
+  stream = pipeline.prefetch_to_devices(pipeline.TrainData(
+      source, global_batch=config.global_batch_size, seed=config.seed + 1).batches(0), 2)
+  for _ in range(2):
+    next(stream)
+  stats, _, _ = population_stats.compute(run.model, run.state.variables(), source.spec,
+                                         stream, 2)
+  direct = evaluation.evaluate(
+      steps.make_eval_step(run.model, source.spec, stats='population'),
+      run.state.variables(device_map.replicate(stats)),
+      pipeline.EvalData(source, global_batch=config.eval_batch_size))
+  assert population[-1]['eval_population_top1'] == pytest.approx(direct.top1, abs=1 / 256)
+  assert population[-1]['eval_population_loss'] == pytest.approx(direct.loss, rel=1e-4)
 
 
 def _params(workdir):
