@@ -180,6 +180,7 @@ def main():
   data_args = [f'--config.data.data_dir={args.data_dir}'] if args.data_dir else []
   runner = Runner(out_dir, data_args)
   start = time.time()
+  commit = git_commit()  # the code the runs start from
   print(f'Reproducing at small scale ({mode} mode) on {dataset}; results in {out_dir}')
 
   summary = {'mode': mode, 'dataset': dataset, 'plan': rp.dataclasses.asdict(plan)}
@@ -190,7 +191,7 @@ def main():
   wall = time.time() - start
   summary['machine'] = {'platform': platform.platform(), 'python': platform.python_version(),
                         'cpus': os.cpu_count(), 'processor': platform.processor()}
-  summary['git_commit'] = git_commit()
+  summary['git_commit'] = commit
   summary['wall_seconds'] = round(wall, 1)
   summary['step_seconds'] = runner.timings
   files.write_json(rp.results_path(out_dir, 'summary.json'), summary)
