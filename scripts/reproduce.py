@@ -34,9 +34,14 @@ class Runner:
     self.commands = []
     self.timings = {}
 
-  def run(self, name: str, script: str, *args: str, data: bool = True) -> None:
+  def run(self, name: str, script: str, *args: str, data: bool = True,
+          skip: bool = False) -> None:
+    """Runs and records a command; skip: only record it (its run finished earlier)."""
     command = [sys.executable, script, *args] + (self.data_args if data else [])
     self.commands.append((name, ' '.join(['python'] + command[1:])))
+    if skip:
+      self.timings[name] = 'finished by an earlier invocation'
+      return
     log = rp.results_path(self.out_dir, 'logs', f'{rp.slug(name)}.log')
     start = time.time()
     print(f'[{datetime.datetime.now():%H:%M:%S}] {name}', flush=True)
@@ -64,12 +69,12 @@ def figure1(runner: Runner, plan: rp.Plan, dataset: str) -> dict:
   curves, records = {}, {}
   for label, config in runs.items():
     workdir = runner.workdir(f'mlp {label}')
-    if not done(workdir, plan.mlp_steps):
-      runner.run(f'Figure 1 MLP {label}', 'scripts/ics_probe.py', '--config', config,
-                 '--workdir', workdir, '--layers', 'hidden3', '--every_steps',
-                 str(plan.mlp_probe_every), f'--config.num_train_steps={plan.mlp_steps}',
-                 f'--config.eval_every_steps={plan.mlp_eval_every}',
-                 f'--config.data.dataset={dataset}', '--noplots')
+    runner.run(f'Figure 1 MLP {label}', 'scripts/ics_probe.py', '--config', config,
+               '--workdir', workdir, '--layers', 'hidden3', '--every_steps',
+               str(plan.mlp_probe_every), f'--config.num_train_steps={plan.mlp_steps}',
+               f'--config.eval_every_steps={plan.mlp_eval_every}',
+               f'--config.data.dataset={dataset}', '--noplots',
+               skip=done(workdir, plan.mlp_steps))
     curves[label] = rp.eval_curve(workdir)
     records[label] = ics_probe.read_records(workdir)
   plots.accuracy_curves(curves, rp.results_path(runner.out_dir, 'figure1a_accuracy.png'),
@@ -94,12 +99,12 @@ def figures2_3(runner: Runner, plan: rp.Plan, dataset: str) -> tuple[list[dict],
             f'--config.data.eval_split={plan.twin_eval_split}',
             f'--config.eval_population_batches={plan.eval_population_batches}',
             f'--config.data.dataset={dataset}', *extra]
-    if not done(workdir, plan.twin_steps):
-      if name in rp.PROBE_TWINS:
-        runner.run(name, 'scripts/ics_probe.py', *args, '--layers', ','.join(rp.PROBE_LAYERS),
-                   '--every_steps', str(plan.twin_probe_every))
-      else:
-        runner.run(name, 'scripts/train.py', *args)
+    finished = done(workdir, plan.twin_steps)
+    if name in rp.PROBE_TWINS:
+      runner.run(name, 'scripts/ics_probe.py', *args, '--layers', ','.join(rp.PROBE_LAYERS),
+                 '--every_steps', str(plan.twin_probe_every), skip=finished)
+    else:
+      runner.run(name, 'scripts/train.py', *args, skip=finished)
     config_used = load_config(workdir)
     learning_rates[name] = config_used.optimizer.learning_rate * config_used.optimizer.lr_scale
     curves[name] = {'ema': rp.eval_curve(workdir)}
@@ -199,7 +204,9 @@ def main():
   with open(rp.results_path(out_dir, 'commands.md'), 'w', encoding='utf-8') as f:
     f.write('# Commands, in order\n\n')
     for name, command in runner.commands:
-      f.write(f'- {name} ({runner.timings[name]} s):\n  `{command}`\n')
+      timing = runner.timings[name]
+      timing = f'{timing} s' if isinstance(timing, float) else timing
+      f.write(f'- {name} ({timing}):\n  `{command}`\n')
   with open(rp.results_path(out_dir, 'tables.md'), 'w', encoding='utf-8') as f:
     f.write(f'# Results ({mode} mode, {dataset})\n\n')
     f.write(f'Machine: {summary["machine"]["platform"]}, {os.cpu_count()} CPUs. '

@@ -122,3 +122,4 @@ def test_figure4_table_formats_errors():
                                        'top1_error': 0.1234, 'top5_error': 0.01}])
   assert '| m | 144 | 2 | 10 | 12.34% | 1.00% |' in table
   assert json.dumps(reproduce.dataclasses.asdict(reproduce.QUICK))
+  assert reproduce.FULL.twin_steps > reproduce.QUICK.twin_steps
