@@ -6,8 +6,9 @@ STAMP := $(VENV)/.requirements-installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 # Tests and multi-device examples simulate 8 CPU devices.
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8 TF_CPP_MIN_LOG_LEVEL=2
-# On a CPU, two simulated devices train the small twins ~18% faster than one
-# (two XLA threads at work); on a GPU host the flag only touches the CPU platform.
+# On a CPU, two simulated devices train the small twins faster than one (two XLA
+# threads at work, docs/performance.md); on a GPU host the flag only touches the
+# CPU platform.
 RUN_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=2
 
 .PHONY: setup fashion-mnist test demo reproduce reproduce-quick clean

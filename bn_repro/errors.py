@@ -17,6 +17,10 @@ class CheckpointError(UserError):
   """A checkpoint cannot be restored into the configured run."""
 
 
+class Interrupted(Exception):
+  """A run stopped early on purpose (a signal), after saving what it needs to resume."""
+
+
 def check_choice(field: str, value, allowed) -> None:
   if value not in allowed:
     raise ConfigError(f'{field}={value!r} is not one of {tuple(allowed)}')

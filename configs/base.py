@@ -53,30 +53,29 @@ def get_config():
   d.num_train_examples = ml_collections.FieldReference(None, field_type=int)
   d.num_eval_examples = ml_collections.FieldReference(None, field_type=int)
 
-  # Durations: set *_steps, or leave it -1 and set *_epochs.
-  c.global_batch_size = 256      # chosen: 8 accelerators x 32, the paper's per-replica batch
+  # Durations are '<N> steps' or '<X> epochs' (hook cadences also 'end' or 'never').
+  c.global_batch_size = 256      # chosen: a global batch of 256 over all devices (see README)
   c.eval_batch_size = 256
-  c.num_train_steps = -1
-  c.num_epochs = 100.0           # chosen; the paper trained for millions of steps of 32
-  c.log_every_steps = 100
-  c.eval_every_steps = -1
-  c.eval_every_epochs = 1.0
-  c.checkpoint_every_steps = 2000
-  c.keep_checkpoints = 3
-  c.check_finite_every_steps = 1  # NaN/Inf check, one step behind the running step
-  c.eval_stats = 'ema'           # BN statistics for evaluations during training
-  # > 0: at each evaluation also recompute population statistics (Algorithm 2)
-  # over this many training batches and evaluate with them (eval_population_*).
-  c.eval_population_batches = 0
-  # Record the first step at which eval top-1 reaches each of these.
-  c.target_accuracies = (0.722,)  # the paper's "steps to 72.2%" (Inception's best)
+  c.train_for = '100 epochs'     # chosen; the paper trained for millions of steps of 32
+  c.log_every = '100 steps'
+  c.check_finite_every = '1 steps'  # NaN/Inf check, one step behind the running step
 
-  # Internal-covariate-shift probe (bn_repro/ics_probe.py): off unless layers are named.
-  c.probe = ml_collections.ConfigDict()
-  c.probe.layers = ()            # e.g. ('inception_3a/b1x1', 'inception_5b/b1x1')
-  c.probe.every_steps = 500
-  c.probe.batch_size = 256       # the first examples of the eval split, fixed
-  c.probe.unit = 0               # the unit whose percentiles are recorded
+  # Periodic work during training (bn_repro/training/hooks.py), run in this order
+  # within a step: evaluations, the probe, target tracking, the checkpoint.
+  c.hooks = ml_collections.ConfigDict()
+  # Exact evaluation of the eval split with the training EMA of the BN statistics.
+  c.hooks.eval = dict(kind='evaluate', stats='ema', num_batches=0, every='1 epochs')
+  # Also evaluate with population statistics (Algorithm 2) recomputed over this
+  # many training batches at each evaluation (off: 'never').
+  c.hooks.eval_population = dict(kind='evaluate', stats='population', num_batches=50,
+                                 every='never')
+  # Internal-covariate-shift probe (bn_repro/research/ics_probe.py) on the named
+  # layers, on the first batch_size examples of the eval split.
+  c.hooks.ics_probe = dict(kind='ics_probe', layers=(), batch_size=256, unit=0, every='never')
+  # The first step at which eval top-1 reached each value: the paper's "steps to
+  # 72.2%" (Inception's best).
+  c.hooks.targets = dict(kind='targets', metric='eval_top1', values=(0.722,))
+  c.hooks.checkpoint = dict(kind='checkpoint', every='2000 steps', keep=3)
 
   c.optimizer = o = ml_collections.ConfigDict()
   o.learning_rate = 0.0015       # the paper's initial rate for Inception
@@ -88,8 +87,7 @@ def get_config():
   o.weight_decay = 4e-5          # chosen: L2 weight, TF-slim's value for Inception
   o.decay_bn_params = False      # L2 on BN gamma/beta too?
   o.lr_decay_factor = 0.96       # GoogLeNet: -4% ...
-  o.lr_decay_every_epochs = 8.0  # ... every 8 epochs
-  o.lr_decay_every_steps = -1    # alternative to epochs
+  o.lr_decay_every = '8 epochs'  # ... every 8 epochs
   o.lr_decay_speedup = 1.0       # the paper's BN-x5 change: decay 6x faster
-  o.warmup_steps = 0
+  o.warmup = '0 steps'
   return c

@@ -9,15 +9,13 @@ def get_config():
   c.model.width = 1 / 16
   c.global_batch_size = 16           # 2 examples on each of 8 devices
   c.eval_batch_size = 64
-  c.num_epochs = -1.0
-  c.num_train_steps = 4
-  c.eval_every_epochs = -1.0
-  c.eval_every_steps = 2
-  c.log_every_steps = 1
-  c.checkpoint_every_steps = 2
+  c.train_for = '4 steps'
+  c.hooks.eval.every = '2 steps'
+  c.log_every = '1 steps'
+  c.hooks.checkpoint.every = '2 steps'
   c.data.shuffle_buffer = 256
   c.data.eval_split = 'test[:256]'
-  c.target_accuracies = (0.2,)
+  c.hooks.targets.values = (0.2,)
   c.model.bn.momentum = 0.5  # the EMA must follow the weights within a few steps
   c.optimizer.lr_scale = 1.0  # the paper's 0.045: a 4-channel-wide network is unstable at 10x
   return c

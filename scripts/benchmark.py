@@ -14,7 +14,10 @@ tf.data, 4 synced vs per-device BN, 5 population-statistics vs eval pass,
 from absl import flags
 from ml_collections import config_flags
 
-from bn_repro import benchmark, cli, device_map, files
+from bn_repro import cli
+from bn_repro.benchmarks import steps, timing
+from bn_repro.parallel import device_map
+from bn_repro.workdir import write_json
 
 config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 flags.DEFINE_list('parts', '1,2,3,4,5,6', 'Which measurements to run.')
@@ -37,17 +40,18 @@ def main(argv):
   device_map.per_device_batch('global_batch_size', batch)
   parts = {int(p) for p in f.parts}
   results = {'config': config.name, 'global_batch': batch, 'dtype': config.model.dtype,
-             'environment': benchmark.environment()}
+             'environment': timing.environment()}
   print(f'{config.name}: global batch {batch} on {device_map.device_count()} '
         f'{results["environment"]["device_kind"]} devices, {config.model.dtype}')
 
   if 1 in parts:
-    r = results['1_bare_step'] = benchmark.bare_step(config, batch, f.steps, f.repeats)
+    r = results['1_bare_step'] = steps.bare_step(config, batch, f.steps, f.repeats)
     print(f'1 bare train step: {r["images"]["median_per_s"]:.1f} images/s '
           f'({r["images"]["min_per_s"]:.1f}-{r["images"]["max_per_s"]:.1f}), '
           f'compile {r["compile_seconds"]} s')
   if 2 in parts:
-    r = results['2_full_loop'] = benchmark.full_loop(config, f.loop_steps)
+    from bn_repro.benchmarks import loop  # TensorFlow only for the parts that read data
+    r = results['2_full_loop'] = loop.full_loop(config, f.loop_steps)
     line = f'2 full training loop: {r["images"]["median_per_s"]:.1f} images/s'
     if '1_bare_step' in results:
       r['ratio_to_bare_step'] = (r['images']['median_per_s'] /
@@ -55,8 +59,8 @@ def main(argv):
       line += f', {r["ratio_to_bare_step"]:.3f}x the bare step'
     print(line)
   if 3 in parts:
-    from bn_repro.input_pipeline import benchmark_data  # TensorFlow only here
-    r = results['3_input_pipeline'] = benchmark_data.compare(
+    from bn_repro.benchmarks import input_pipeline  # TensorFlow only for the parts that read data
+    r = results['3_input_pipeline'] = input_pipeline.compare(
         config, batch=f.pipeline_batch, num_batches=f.steps, repeats=f.repeats)
     for name, v in r.items():
       if isinstance(v, dict):
@@ -65,25 +69,25 @@ def main(argv):
     print(f'3 project/bare: train {r["train_ratio_project_over_bare"]:.3f}, '
           f'eval {r["eval_ratio_project_over_bare"]:.3f}')
   if 4 in parts:
-    r = results['4_synced_bn'] = benchmark.synced_vs_per_device_bn(config, batch, f.steps, f.repeats)
+    r = results['4_synced_bn'] = steps.synced_vs_per_device_bn(config, batch, f.steps, f.repeats)
     print(f'4 synced / per-device BN step time on {r["devices"]} devices: '
           f'{r["synced_over_per_device"]:.3f} (ms/step synced {r["synced_step_ms"]}, '
           f'per-device {r["per_device_step_ms"]})')
   if 5 in parts:
-    r = results['5_population_pass'] = benchmark.population_vs_eval(
+    r = results['5_population_pass'] = steps.population_vs_eval(
         config, batch, f.steps, f.repeats)
     print(f'5 population-statistics pass / eval pass: {r["population_over_eval"]:.3f}')
   if 6 in parts:
     rate = results.get('1_bare_step', {}).get('images', {}).get('median_per_s')
-    r = results['6_flops'] = benchmark.flops(config, train_images_per_s=rate)
+    r = results['6_flops'] = steps.flops(config, train_images_per_s=rate)
     line = f'6 forward FLOPs per image: {r["forward_gflops_per_image"]:.3f} G'
     if 'mfu' in r:
       line += f'; model-FLOPs utilization {100 * r["mfu"]:.1f}% of {r["peak_flops"] / 1e12:.0f} TFLOP/s'
     print(line)
 
   if f.output:
-    files.write_json(f.output, results)
+    write_json(f.output, results)
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.start(main)

@@ -9,13 +9,14 @@ layer and per-channel means and variances, drift between records); plots to
 An unknown layer name lists the layers that can be probed.
 """
 
-import os
 
 from absl import flags
 from ml_collections import config_flags
 
-from bn_repro import cli, ics_probe
-from bn_repro.train import train_and_evaluate
+from bn_repro import cli
+from bn_repro.research import ics_probe, plots
+from bn_repro.training.loop import train_and_evaluate
+from bn_repro.workdir import Workdir
 
 config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and probe records.')
@@ -31,20 +32,20 @@ def main(argv):
   f = flags.FLAGS
   config = f.config
   with config.unlocked():
-    config.probe.layers = tuple(f.layers)
-    config.probe.every_steps = f.every_steps
-    config.probe.unit = f.unit
+    config.hooks.ics_probe.layers = tuple(f.layers)
+    config.hooks.ics_probe.every = f'{f.every_steps} steps'
+    config.hooks.ics_probe.unit = f.unit
   train_and_evaluate(config, f.workdir)
   if f.plots:
-    from bn_repro import plots
-    records = ics_probe.read_records(f.workdir)
+    workdir = Workdir(f.workdir)
+    records = ics_probe.read_records(workdir)
     for layer in f.layers:
       name = layer.replace('/', '_')
-      plots.percentile_bands([(records, layer, f'{config.name}: {layer}')],
-                             os.path.join(f.workdir, f'ics_{name}.png'))
-      plots.drift_curves({config.name: records}, layer,
-                         os.path.join(f.workdir, f'ics_{name}_drift.png'))
+      plots.save(plots.percentile_bands([(records, layer, f'{config.name}: {layer}')]),
+                 workdir.file(f'ics_{name}.png'))
+      plots.save(plots.drift_curves({config.name: records}, layer),
+                 workdir.file(f'ics_{name}_drift.png'))
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.start(main)

@@ -7,7 +7,7 @@
 import argparse
 import sys
 
-from bn_repro.launch import launch_local
+from bn_repro.parallel.launch import launch_local
 
 
 def main():

@@ -8,7 +8,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from bn_repro import cli
-from bn_repro.input_pipeline.specs import image_shape
+from bn_repro.data.specs import image_shape
 from bn_repro.models import abstract_variables, build_model
 from bn_repro.models import summary
 
@@ -34,4 +34,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.start(main)

@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from absl import flags, logging
 
 from bn_repro import cli
-from bn_repro.input_pipeline import datasets, specs
+from bn_repro.data import datasets, specs
 
 flags.DEFINE_enum('dataset', None, list(specs.DATASETS), 'Dataset to prepare.')
 flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: tfds\'s).')
@@ -38,4 +38,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.start(main)

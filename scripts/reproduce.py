@@ -1,7 +1,7 @@
 """Reproduces the paper's claims at small scale on Fashion-MNIST (or MNIST) and writes results/.
 
-  python scripts/reproduce.py --quick      # about 15 minutes on 2 CPU cores
-  python scripts/reproduce.py              # the full mode (hours; see README)
+  python scripts/reproduce.py --quick      # every piece at toy length
+  python scripts/reproduce.py              # the full mode (README: its wall time)
 
 Every step is a command line of the project's own scripts, run in a
 subprocess and listed in <out>/commands.md; re-running skips finished runs
@@ -21,8 +21,13 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from bn_repro import files  # noqa: E402
-from bn_repro import reproduce as rp  # noqa: E402
+import ml_collections  # noqa: E402
+
+from bn_repro.data import datasets  # noqa: E402
+from bn_repro.errors import DataError  # noqa: E402
+from bn_repro.research import ics_probe, plots  # noqa: E402
+from bn_repro.research import reproduce as rp  # noqa: E402
+from bn_repro.workdir import Workdir, write_json  # noqa: E402
 
 
 class Runner:
@@ -34,8 +39,8 @@ class Runner:
     self.commands = []
     self.timings = {}
 
-  def run(self, name: str, script: str, *args: str, data: bool = True,
-          skip: bool = False) -> None:
+  def command(self, name: str, script: str, *args: str, data: bool = True,
+              skip: bool = False) -> None:
     """Runs and records a command; skip: only record it (its run finished earlier)."""
     command = [sys.executable, script, *args] + (self.data_args if data else [])
     self.commands.append((name, ' '.join(['python'] + command[1:])))
@@ -56,75 +61,54 @@ class Runner:
 
 
 def done(workdir: str, step: int) -> bool:
-  path = os.path.join(workdir, 'results.json')
-  if not os.path.exists(path):
-    return False
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)['step'] >= step
+  results = Workdir(workdir).read_results()
+  return results is not None and results['step'] >= step
 
 
 def figure1(runner: Runner, plan: rp.Plan, dataset: str) -> dict:
-  from bn_repro import ics_probe, plots
-  runs = {'without BN': 'configs/fmnist_mlp.py', 'with BN': 'configs/fmnist_mlp_bn.py'}
   curves, records = {}, {}
-  for label, config in runs.items():
+  for label, batch_norm in (('without BN', False), ('with BN', True)):
     workdir = runner.workdir(f'mlp {label}')
-    runner.run(f'Figure 1 MLP {label}', 'scripts/ics_probe.py', '--config', config,
-               '--workdir', workdir, '--layers', 'hidden3', '--every_steps',
-               str(plan.mlp_probe_every), f'--config.num_train_steps={plan.mlp_steps}',
-               f'--config.eval_every_steps={plan.mlp_eval_every}',
-               f'--config.data.dataset={dataset}', '--noplots',
-               skip=done(workdir, plan.mlp_steps))
+    runner.command(f'Figure 1 MLP {label}', *rp.mlp_command(plan, dataset, batch_norm, workdir),
+                   skip=done(workdir, plan.mlp_steps))
     curves[label] = rp.eval_curve(workdir)
-    records[label] = ics_probe.read_records(workdir)
-  plots.accuracy_curves(curves, rp.results_path(runner.out_dir, 'figure1a_accuracy.png'),
-                        title=f'Figure 1(a): 3x100 sigmoid MLP on {dataset}')
-  plots.percentile_bands(
+    records[label] = ics_probe.read_records(Workdir(workdir))
+  plots.save(plots.accuracy_curves(curves, title=f'Figure 1(a): 3x100 sigmoid MLP on {dataset}'),
+             rp.results_path(runner.out_dir, 'figure1a_accuracy.png'))
+  plots.save(plots.percentile_bands(
       [(records['without BN'], 'hidden3', 'Figure 1(b): without BN'),
-       (records['with BN'], 'hidden3', 'Figure 1(c): with BN')],
+       (records['with BN'], 'hidden3', 'Figure 1(c): with BN')]),
       rp.results_path(runner.out_dir, 'figure1bc_percentiles.png'))
   return {label: {'final_top1': c[1][-1], 'best_top1': max(c[1]), 'steps': c[0][-1]}
           for label, c in curves.items()}
 
 
 def figures2_3(runner: Runner, plan: rp.Plan, dataset: str) -> tuple[list[dict], dict]:
-  from bn_repro import ics_probe, plots
-  from bn_repro.train import load_config
   curves, learning_rates = {}, {}
-  for name, (config, extra) in rp.TWINS.items():
+  for name in rp.TWINS:
     workdir = runner.workdir(name)
-    args = ['--config', config, '--workdir', workdir,
-            f'--config.num_train_steps={plan.twin_steps}', '--config.num_epochs=-1',
-            f'--config.eval_every_steps={plan.twin_eval_every}', '--config.eval_every_epochs=-1',
-            f'--config.data.eval_split={plan.twin_eval_split}',
-            f'--config.eval_population_batches={plan.eval_population_batches}',
-            f'--config.data.dataset={dataset}', *extra]
-    finished = done(workdir, plan.twin_steps)
-    if name in rp.PROBE_TWINS:
-      runner.run(name, 'scripts/ics_probe.py', *args, '--layers', ','.join(rp.PROBE_LAYERS),
-                 '--every_steps', str(plan.twin_probe_every), skip=finished)
-    else:
-      runner.run(name, 'scripts/train.py', *args, skip=finished)
-    config_used = load_config(workdir)
+    runner.command(name, *rp.twin_command(plan, dataset, name, workdir),
+                   skip=done(workdir, plan.twin_steps))
+    config_used = Workdir(workdir).load_config()
     learning_rates[name] = config_used.optimizer.learning_rate * config_used.optimizer.lr_scale
     curves[name] = {'ema': rp.eval_curve(workdir)}
     population = rp.eval_curve(workdir, 'eval_population_top1')
     if population[0]:
       curves[name]['population'] = population
-  plots.accuracy_curves({n: c['ema'] for n, c in curves.items()},
-                        rp.results_path(runner.out_dir, 'figure2_accuracy_ema.png'),
-                        title=f'Figure 2 at small scale ({dataset}), EMA BN statistics')
-  plots.accuracy_curves({n: c.get('population', c['ema']) for n, c in curves.items()},
-                        rp.results_path(runner.out_dir, 'figure2_accuracy_population.png'),
-                        title=f'Figure 2 at small scale ({dataset}), population BN statistics '
-                              '(no-BN runs: as is)')
-  records = {n: ics_probe.read_records(runner.workdir(n)) for n in rp.PROBE_TWINS}
+  plots.save(plots.accuracy_curves(
+      {n: c['ema'] for n, c in curves.items()},
+      title=f'Figure 2 at small scale ({dataset}), EMA BN statistics'),
+      rp.results_path(runner.out_dir, 'figure2_accuracy_ema.png'))
+  plots.save(plots.accuracy_curves(
+      {n: c.get('population', c['ema']) for n, c in curves.items()},
+      title=f'Figure 2 at small scale ({dataset}), population BN statistics (no-BN runs: as is)'),
+      rp.results_path(runner.out_dir, 'figure2_accuracy_population.png'))
+  records = {n: ics_probe.read_records(Workdir(runner.workdir(n))) for n in rp.PROBE_TWINS}
   for layer in rp.PROBE_LAYERS:
-    plots.percentile_bands(
-        [(records[n], layer, f'{n}: {layer}') for n in rp.PROBE_TWINS],
-        rp.results_path(runner.out_dir, f'ics_{rp.slug(layer)}_percentiles.png'))
-    plots.drift_curves(records, layer,
-                       rp.results_path(runner.out_dir, f'ics_{rp.slug(layer)}_drift.png'))
+    plots.save(plots.percentile_bands([(records[n], layer, f'{n}: {layer}') for n in rp.PROBE_TWINS]),
+               rp.results_path(runner.out_dir, f'ics_{rp.slug(layer)}_percentiles.png'))
+    plots.save(plots.drift_curves(records, layer),
+               rp.results_path(runner.out_dir, f'ics_{rp.slug(layer)}_drift.png'))
   return rp.figure3_rows(curves, 'Inception'), learning_rates
 
 
@@ -133,18 +117,18 @@ def figure4(runner: Runner, plan: rp.Plan) -> list[dict]:
   x30 = runner.workdir('BN-x30')
   members = [runner.workdir(n) for n in rp.BN_TWINS]
   for workdir in members:
-    runner.run(f'population statistics {os.path.basename(workdir)}',
+    runner.command(f'population statistics {os.path.basename(workdir)}',
                'scripts/population_stats.py', '--workdir', workdir,
                f'--num_batches={plan.population_batches}', data=False)
   for crops in plan.crop_modes:
     out = rp.results_path(runner.out_dir, 'eval', f'bn_x30_{crops}crop.json')
-    runner.run(f'evaluate BN-x30 {crops} crops', 'scripts/ensemble.py', '--workdirs', x30,
+    runner.command(f'evaluate BN-x30 {crops} crops', 'scripts/ensemble.py', '--workdirs', x30,
                '--stats', 'population', '--crops', str(crops), '--split', plan.crops_split,
                '--output', out, data=False)
     rows.append(_figure4_row(out, 'BN-x30 twin', crops, 1))
   for crops in plan.ensemble_crops:
     out = rp.results_path(runner.out_dir, 'eval', f'ensemble_{crops}crop.json')
-    runner.run(f'ensemble of the BN runs, {crops} crops', 'scripts/ensemble.py', '--workdirs',
+    runner.command(f'ensemble of the BN runs, {crops} crops', 'scripts/ensemble.py', '--workdirs',
                ','.join(members), '--stats', 'population', '--crops', str(crops),
                '--split', plan.crops_split, '--output', out, data=False)
     rows.append(_figure4_row(out, 'ensemble of ' + ', '.join(rp.BN_TWINS), crops, len(members)))
@@ -199,7 +183,7 @@ def main():
   summary['git_commit'] = commit
   summary['wall_seconds'] = round(wall, 1)
   summary['step_seconds'] = runner.timings
-  files.write_json(rp.results_path(out_dir, 'summary.json'), summary)
+  write_json(rp.results_path(out_dir, 'summary.json'), summary)
 
   with open(rp.results_path(out_dir, 'commands.md'), 'w', encoding='utf-8') as f:
     f.write('# Commands, in order\n\n')
@@ -229,9 +213,6 @@ def main():
 
 
 def _default_dataset(data_dir):
-  from bn_repro.errors import DataError
-  from bn_repro.input_pipeline import datasets
-  import ml_collections
   try:
     datasets.get_builder(ml_collections.ConfigDict(dict(
         dataset='mnist', data_dir=data_dir, local_dir=None, download=False, manual_dir=None)))

@@ -7,8 +7,8 @@ import shutil
 import tempfile
 
 # 8 simulated devices, and cheaper XLA CPU code generation: tests compile many
-# tiny programs, whose run time barely changes while compiling a train step
-# drops from about 25 s to about 8 s here.
+# tiny programs, whose run time barely changes while their compile time drops
+# severalfold (docs/performance.md).
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8'
                            ' --xla_backend_optimization_level=0'
@@ -45,7 +45,7 @@ def repo_root():
 def fmnist_data_dir(tmp_path_factory):
   """A tfds data_dir holding Fashion-MNIST built from Debian's IDX files (once per session)."""
   import ml_collections
-  from bn_repro.input_pipeline import datasets
+  from bn_repro.data import datasets
   data_dir = str(tmp_path_factory.mktemp('tfds'))
   datasets.get_builder(ml_collections.ConfigDict(dict(
       dataset='fashion_mnist', data_dir=data_dir, local_dir=None, download=False,

@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bn_repro import distributed  # noqa: E402  (before anything touches a device)
+from bn_repro.parallel import distributed  # noqa: E402  (before anything touches a device)
 
 GLOBAL_BATCH = 16
 STEPS = 3
@@ -35,7 +35,7 @@ def fixed_batches():
 
 
 def local_slice(batch):
-  from bn_repro import device_map
+  from bn_repro.parallel import device_map
   n = GLOBAL_BATCH // device_map.process_count()
   start = device_map.process_index() * n
   return {k: v[start:start + n] for k, v in batch.items()}
@@ -44,18 +44,18 @@ def local_slice(batch):
 def flat(tree, prefix):
   import jax
   import numpy as np
-  from bn_repro import device_map
+  from bn_repro.parallel import device_map
   leaves = jax.tree_util.tree_flatten_with_path(device_map.to_host(tree))[0]
   return {prefix + jax.tree_util.keystr(path): np.asarray(v) for path, v in leaves}
 
 
-def run(out_dir, data_dir, bn_group_size=0):
+def compute_and_save(out_dir, data_dir, bn_group_size=0):
   import numpy as np
-  from bn_repro import device_map, evaluation, optim, population_stats, steps
-  from bn_repro.checkpointing import Checkpoints, param_shapes
-  from bn_repro.input_pipeline import pipeline
-  from bn_repro.models import build_model
-  from bn_repro.train_state import create_train_state
+  from bn_repro.data import pipeline
+  from bn_repro.evaluation import exact, population
+  from bn_repro.parallel import device_map
+  from bn_repro.training.checkpoints import Checkpoints, param_shapes
+  from bn_repro.training.recipe import TrainingRecipe
   from configs import tiny
 
   config = tiny.get_config()
@@ -63,27 +63,22 @@ def run(out_dir, data_dir, bn_group_size=0):
   config.data.eval_split = 'test[:101]'
   config.model.bn.group_size = bn_group_size
   config.model.activation = 'sigmoid'
-  model = build_model(config.model, image_size=28, sync_bn=True)
+  recipe = TrainingRecipe(config, steps_per_epoch=100)
   source = pipeline.Source(config.data)
-  tx = optim.make_optimizer(config.optimizer, 100)
-  schedule = optim.learning_rate_schedule(config.optimizer, 100)
-  state = create_train_state(model, tx, (28, 28, 1), 0, device_map.replicated_sharding())
-  train_step = steps.make_train_step(model, tx, schedule, source.spec,
-                                     average_ema=bn_group_size != 0)
+  state = recipe.init_state()
 
   eval_data = pipeline.EvalData(source, global_batch=32)
-  result = evaluation.evaluate(steps.make_eval_step(model, source.spec, stats='ema'),
-                               state.variables(), eval_data)
-  stats, _, _ = population_stats.compute(
-      model, state.variables(), source.spec,
+  result = exact.evaluate(recipe.eval_step('ema'), state.variables(), eval_data).result
+  stats, _, _ = population.compute(
+      recipe.model, state.variables(), source.spec,
       iter(device_map.shard(local_slice(b)) for b in fixed_batches()), STEPS)
 
   losses = []
   for batch in fixed_batches():
-    state, metrics = train_step(state, device_map.shard(local_slice(batch)))
+    state, metrics = recipe.train_step(state, device_map.shard(local_slice(batch)))
     losses.append(float(device_map.to_host(metrics['loss'])))
 
-  checkpoints = Checkpoints(os.path.join(out_dir, 'workdir'))
+  checkpoints = Checkpoints(os.path.join(out_dir, 'workdir', 'checkpoints'))
   checkpoints.save(STEPS, state, {'param_shapes': param_shapes(state.params), 'step': STEPS})
   checkpoints.wait()
 
@@ -104,9 +99,9 @@ def main():
   parser.add_argument('--bn_group_size', type=int, default=0)
   args = parser.parse_args()
   distributed.initialize()
-  from bn_repro import device_map
+  from bn_repro.parallel import device_map
   if args.mode == 'run':
-    run(args.out, args.data_dir, args.bn_group_size)
+    compute_and_save(args.out, args.data_dir, args.bn_group_size)
   elif args.mode == 'disagree':
     device_map.check_same_on_all_processes('config', f'value {min(device_map.process_index(), 1)}')
   else:

@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bn_repro import device_map
-from bn_repro.batchnorm import (BATCH_MOMENTS, EMA_STATS, POPULATION_STATS,
-                                BatchNorm)
+from bn_repro.errors import ConfigError
+from bn_repro.models.batchnorm import (BATCH_MOMENTS, EMA_STATS, POPULATION_STATS,
+                                       BatchNorm)
+from bn_repro.parallel import device_map
 
 EPS = 1e-3
 
@@ -200,9 +201,8 @@ def test_per_activation_statistics_are_per_position():
 
 def _device_run(x, dy, gamma, beta, group_size, n_devices):
   """BN train forward + gradients of sum(y * dy) on n_devices, x split evenly."""
-  groups = device_map.bn_axis_index_groups(group_size) if n_devices == 8 else None
-  bn = BatchNorm(epsilon=EPS, axis_name=device_map.AXIS,
-                 axis_index_groups=None if groups is None else tuple(map(tuple, groups)))
+  groups = device_map.bn_groups(group_size).axis_index_groups if n_devices == 8 else None
+  bn = BatchNorm(epsilon=EPS, axis_name=device_map.AXIS, axis_index_groups=groups)
   stats = _variables(gamma, beta)[EMA_STATS]
 
   def per_device(params, x, dy):
@@ -255,7 +255,11 @@ def test_groups_of_two_devices_each_match_their_own_examples():
 
 
 def test_group_size_must_divide_the_device_count():
-  with pytest.raises(ValueError, match='group_size=3'):
-    device_map.bn_axis_index_groups(3)
-  assert device_map.bn_axis_index_groups(0) is None
-  assert device_map.bn_axis_index_groups(4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+  with pytest.raises(ConfigError, match='group_size=3'):
+    device_map.bn_groups(3)
+  assert device_map.bn_groups(0).axis_index_groups is None
+  assert device_map.bn_groups(0).spans_all_devices
+  assert device_map.bn_groups(4).axis_index_groups == ((0, 1, 2, 3), (4, 5, 6, 7))
+  assert not device_map.bn_groups(4).spans_all_devices
+  assert device_map.bn_groups(1).axis_name is None          # each device alone
+  assert device_map.bn_groups(8) == device_map.bn_groups(0)  # all 8 devices

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bn_repro.input_pipeline import crops, preprocessing
+from bn_repro.data import crops, preprocessing
 
 
 def geometry(mode, height, width, crop=224):

@@ -5,15 +5,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bn_repro.batchnorm import EMA_STATS
+from bn_repro.models.batchnorm import EMA_STATS
 from bn_repro.errors import ConfigError
 from bn_repro.models import (abstract_variables, build_model, init_variables,
                              initializers)
 from bn_repro.models import summary
 from configs import bn_x30, fmnist_mlp, inception, tiny
 
-# SPEC section 4, "output (as it really is)".
-SPEC_OUTPUTS = {
+# The paper's Figure 5 table, with the output sizes its own columns give
+# (it prints 576/576/1024 for 4c/4d/4e and pre-stride sizes for 3c/4e).
+TABLE_OUTPUTS = {
     'stem/conv1': (112, 112, 64),
     'stem/conv2': (56, 56, 192),
     'stem': (28, 28, 192),
@@ -38,9 +39,9 @@ def _rows(config, image_size=224, channels=3):
                  summary.layer_rows(model, abstract_variables(model, shape), shape)}
 
 
-def test_layer_shapes_at_224_match_the_spec_table():
+def test_layer_shapes_at_224_match_the_paper_table():
   _, rows = _rows(bn_x30.get_config())
-  for name, shape in SPEC_OUTPUTS.items():
+  for name, shape in TABLE_OUTPUTS.items():
     assert rows[name][0] == shape, name
 
 

@@ -10,10 +10,11 @@ import numpy as np
 
 import orbax.checkpoint as ocp
 
-from bn_repro import device_map
-from bn_repro.checkpointing import Checkpoints, abstract_like
-from bn_repro.launch import launch_local
-from bn_repro.trained_run import load_run
+from bn_repro.evaluation.trained import load_trained
+from bn_repro.parallel import device_map
+from bn_repro.parallel.launch import launch_local
+from bn_repro.training.checkpoints import Checkpoints, abstract_like
+from bn_repro.workdir import Workdir
 from tests import multihost_harness
 
 HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'multihost_harness.py')
@@ -42,19 +43,24 @@ def test_two_processes_of_four_devices_match_one_process_of_eight(fmnist_data_di
   status, outputs = _two_processes(['-u', HARNESS, '--mode', 'run', '--out', str(two),
                                     '--data_dir', fmnist_data_dir])
   assert status == 0, ''.join(outputs[0][-30:] + outputs[1][-30:])
-  multihost_harness.run(str(one), fmnist_data_dir)  # here: 1 process x 8 devices
+  multihost_harness.compute_and_save(str(one), fmnist_data_dir)  # here: 1 process x 8 devices
   _compare(np.load(two / 'result.npz'), np.load(one / 'result.npz'))
 
-  state_one = _restore_state(Checkpoints(str(one / 'workdir'), read_only=True))
-  state_two = _restore_state(Checkpoints(str(two / 'workdir'), read_only=True),
+  state_one = _restore_state(Checkpoints(Workdir(str(one / 'workdir')).checkpoint_dir,
+                                         read_only=True))
+  state_two = _restore_state(Checkpoints(Workdir(str(two / 'workdir')).checkpoint_dir,
+                                         read_only=True),
                              target=abstract_like(state_one, device_map.replicated_sharding()))
   for x, y in zip(jax.tree.leaves(state_two), jax.tree.leaves(state_one)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-4, atol=2e-5)
 
 
 def _restore_state(checkpoints, target=None):
-  path = os.path.join(checkpoints.path(checkpoints.latest_step()), 'state')
-  return ocp.StandardCheckpointer().restore(path, target)
+  """{'model': ..., 'training': ...} of the latest checkpoint, onto target's shardings if given."""
+  path = checkpoints.path(checkpoints.latest_step())
+  return {item: ocp.StandardCheckpointer().restore(os.path.join(path, item),
+                                                   target[item] if target else None)
+          for item in ('model', 'training')}
 
 
 def test_train_script_on_two_processes(tiny_config, tmp_path, repo_root):
@@ -62,8 +68,8 @@ def test_train_script_on_two_processes(tiny_config, tmp_path, repo_root):
   status, outputs = _two_processes(
       [os.path.join(repo_root, 'scripts', 'train.py'), '--config',
        os.path.join(repo_root, 'configs', 'tiny.py'), '--workdir', workdir,
-       f'--config.data.data_dir={tiny_config.data.data_dir}', '--config.num_train_steps=2',
-       '--config.eval_every_steps=-1'])
+       f'--config.data.data_dir={tiny_config.data.data_dir}', '--config.train_for=2 steps',
+       '--config.hooks.eval.every=end'])
   assert status == 0, ''.join(outputs[0][-40:] + outputs[1][-40:])
   with open(os.path.join(workdir, 'results.json')) as f:
     results = json.load(f)
@@ -71,7 +77,7 @@ def test_train_script_on_two_processes(tiny_config, tmp_path, repo_root):
   events = [f for f in os.listdir(workdir) if f.startswith('events.out.tfevents')]
   assert len(events) == 1                       # only process 0 writes metrics
   assert any('2 processes' in line for line in outputs[0])
-  run = load_run(workdir)                       # restores here, on 1 process
+  run = load_trained(workdir)                   # restores here, on 1 process
   assert run.step == 2
 
 

@@ -5,18 +5,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bn_repro import device_map, optim, population_stats, steps
-from bn_repro.batchnorm import POPULATION_STATS
-from bn_repro.input_pipeline.specs import dataset_spec
+from bn_repro.data.on_device import standardize
+from bn_repro.data.specs import dataset_spec
+from bn_repro.evaluation import population as population_stats
 from bn_repro.models import build_model
-from bn_repro.train_state import create_train_state
+from bn_repro.models.batchnorm import POPULATION_STATS
+from bn_repro.parallel import device_map
+from bn_repro.training.recipe import TrainingRecipe
 
 SPEC = dataset_spec('fashion_mnist')
 
 
 def _bn_inputs(model, variables, images):
   """{layer path: the BN layer's input} on one device, with batch statistics."""
-  _, state = model.apply(variables, steps.standardize(images, SPEC), train=False, stats='batch',
+  _, state = model.apply(variables, standardize(images, SPEC), train=False, stats='batch',
                          capture_intermediates=True, mutable=['intermediates'])
   found = {}
 
@@ -61,9 +63,7 @@ def _flat(stats):
 def trained_tiny():
   from configs import tiny
   config = tiny.get_config()
-  model = build_model(config.model, image_size=28, sync_bn=True)
-  tx = optim.make_optimizer(config.optimizer, 100)
-  state = create_train_state(model, tx, (28, 28, 1), 0, device_map.replicated_sharding())
+  state = TrainingRecipe(config, steps_per_epoch=100).init_state()
   # Move away from the initialization so that every layer has non-trivial statistics.
   rng = np.random.RandomState(0)
   params = jax.tree.map(lambda p: p * (1 + 0.1 * rng.randn(*p.shape).astype(np.float32)),
@@ -79,7 +79,7 @@ def test_population_statistics_equal_numpy_over_the_same_batches(trained_tiny, g
   config, state, batches = trained_tiny
   config = config.copy_and_resolve_references()
   config.model.bn.group_size = group_size
-  model = build_model(config.model, image_size=28, sync_bn=True)
+  model = TrainingRecipe(config, steps_per_epoch=100).model
   variables = state.variables()
   stats, counts, _ = population_stats.compute(
       model, variables, SPEC, iter(device_map.shard(b) for b in batches), len(batches))
@@ -104,12 +104,12 @@ def test_population_statistics_equal_numpy_over_the_same_batches(trained_tiny, g
 
 def test_inference_with_population_statistics_uses_no_batch_statistics(trained_tiny):
   config, state, batches = trained_tiny
-  model = build_model(config.model, image_size=28, sync_bn=True)
+  model = TrainingRecipe(config, steps_per_epoch=100).model
   stats, _, _ = population_stats.compute(
       model, state.variables(), SPEC, iter(device_map.shard(b) for b in batches), 3)
   host_model = build_model(config.model, image_size=28)
   variables = dict(device_map.to_host(state.variables()), **{POPULATION_STATS: stats})
-  images = steps.standardize(batches[0]['image'], SPEC)
+  images = standardize(batches[0]['image'], SPEC)
   apply = jax.jit(lambda v, x: host_model.apply(v, x, stats='population'))
   full = apply(variables, images)
   changed = images.at[1:].set(images[1:] * 3 + 1)

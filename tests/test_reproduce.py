@@ -1,19 +1,24 @@
 """The pieces of scripts/reproduce.py and of the internal-covariate-shift probe, at toy size."""
 
-import json
+import importlib
 import os
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
-from bn_repro import device_map, ics_probe, plots, reproduce
+from bn_repro.data.on_device import standardize
 from bn_repro.errors import ConfigError
-from bn_repro.input_pipeline.specs import dataset_spec
-from bn_repro.metric_logging import JsonLinesWriter
 from bn_repro.models import build_model
-from bn_repro.steps import standardize
-from bn_repro.train import train_and_evaluate
+from bn_repro.parallel import device_map
+from bn_repro.research import ics_probe, plots, reproduce
+from bn_repro.training import config_checks, durations
+from bn_repro.training.hooks import Hook
+from bn_repro.training.loop import train_and_evaluate
+from bn_repro.training.metrics import JsonLinesWriter
+from bn_repro.training.recipe import TrainingRecipe
+from bn_repro.workdir import Workdir
 
 
 def test_probe_summary_equals_numpy_on_a_known_batch():
@@ -36,21 +41,19 @@ def test_probe_summary_equals_numpy_on_a_known_batch():
 def test_probe_records_what_the_network_computes(tiny_config, tmp_path):
   """The probe's percentiles equal numpy's over the same pre-activations, computed directly."""
   config = tiny_config
-  model = build_model(config.model, image_size=28, sync_bn=True)
+  recipe = TrainingRecipe(config, steps_per_epoch=10)
   host_model = build_model(config.model, image_size=28)
-  from bn_repro import optim
-  from bn_repro.train_state import create_train_state
-  state = create_train_state(model, optim.make_optimizer(config.optimizer, 10), (28, 28, 1), 0,
-                             device_map.replicated_sharding())
-  spec = dataset_spec('fashion_mnist')
+  state = recipe.init_state()
+  spec = recipe.spec
   rng = np.random.RandomState(1)
   batch = {'image': rng.randint(0, 256, (16, 28, 28, 1)).astype(np.uint8),
            'label': np.zeros(16, np.int32), 'mask': np.arange(16) < 12}
-  probe = ics_probe.Probe(str(tmp_path), model, spec, ['inception_3a/b1x1'], batch,
-                          every_steps=5, unit=1)
-  assert probe.due(0) and probe.due(5) and not probe.due(3)
+  probe = ics_probe.Probe(Workdir(str(tmp_path)), recipe.model, spec, ['inception_3a/b1x1'],
+                          batch, unit=1)
+  assert not probe.has_record(0)
   probe.record(0, state.variables())
-  (record,) = ics_probe.read_records(str(tmp_path))
+  assert probe.has_record(0)
+  (record,) = ics_probe.read_records(Workdir(str(tmp_path)))
 
   # Direct: one device, the 12 real examples, batch statistics over them.
   # (The probe's BN batch is all 16 examples: compare over the same 16.)
@@ -65,7 +68,8 @@ def test_probe_records_what_the_network_computes(tiny_config, tmp_path):
 
 def test_unknown_probe_layer_lists_the_choices(tiny_config, tmp_path):
   config = tiny_config
-  config.probe.layers = ('inception_9z/b1x1',)
+  config.hooks.ics_probe.layers = ('inception_9z/b1x1',)
+  config.hooks.ics_probe.every = '2 steps'
   with pytest.raises(ConfigError, match="'inception_9z/b1x1' is not a layer.*inception_3a/b1x1"):
     train_and_evaluate(config, str(tmp_path))
 
@@ -100,26 +104,88 @@ def test_steps_to_target_table_from_synthetic_logs(tmp_path):
   assert '| BN-x5-Sigmoid | 0 | never |' in table
 
 
-def test_plots_are_written(tmp_path):
+def test_plots_show_the_data_they_are_given(tmp_path):
   records = []
   for step in (0, 10, 20):
     s = ics_probe.summarize(np.random.RandomState(step).randn(50, 4) + step / 10, unit=0)
     records.append({'step': step, 'layer': 'hidden3', **s})
   for previous, current in zip(records, records[1:]):
     current.update(ics_probe.drift(previous, current))
-  plots.accuracy_curves({'a': ([1, 2, 3], [0.1, 0.5, 0.7]), 'b': ([1, 2], [0.2, 0.3])},
-                        str(tmp_path / 'acc.png'), title='t')
-  plots.percentile_bands([(records, 'hidden3', 'x'), (records, 'hidden3', 'y')],
-                         str(tmp_path / 'bands.png'))
-  plots.drift_curves({'run': records}, 'hidden3', str(tmp_path / 'drift.png'))
-  for name in ('acc.png', 'bands.png', 'drift.png'):
-    with open(tmp_path / name, 'rb') as f:
-      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+  fig = plots.accuracy_curves({'a': ([1, 2, 3], [0.1, 0.5, 0.7]), 'b': ([1, 2], [0.2, 0.3])},
+                              title='t')
+  lines = {line.get_label(): line.get_xydata().tolist() for line in fig.axes[0].lines}
+  assert lines == {'a': [[1, 0.1], [2, 0.5], [3, 0.7]], 'b': [[1, 0.2], [2, 0.3]]}
+  plots.save(fig, str(tmp_path / 'acc.png'))
+  assert os.path.getsize(tmp_path / 'acc.png') > 1000
+
+  fig = plots.percentile_bands([(records, 'hidden3', 'x'), (records, 'hidden3', 'y')])
+  assert [ax.get_title() for ax in fig.axes] == ['x', 'y']
+  median = fig.axes[0].lines[0].get_xydata()
+  np.testing.assert_allclose(median, [[r['step'], r['unit_percentiles']['50']] for r in records])
+  band = fig.axes[0].collections[0].get_paths()[0].vertices
+  lows = [r['unit_percentiles']['15'] for r in records]
+  highs = [r['unit_percentiles']['85'] for r in records]
+  assert band[:, 1].min() == pytest.approx(min(lows))
+  assert band[:, 1].max() == pytest.approx(max(highs))
+
+  fig = plots.drift_curves({'run': records}, 'hidden3')
+  w1 = fig.axes[0].lines[0].get_xydata()
+  np.testing.assert_allclose(w1, [[r['step'], r['drift_w1']] for r in records[1:]])
 
 
 def test_figure4_table_formats_errors():
   table = reproduce.figure4_markdown([{'model': 'm', 'crops': 144, 'models': 2, 'examples': 10,
                                        'top1_error': 0.1234, 'top5_error': 0.01}])
   assert '| m | 144 | 2 | 10 | 12.34% | 1.00% |' in table
-  assert json.dumps(reproduce.dataclasses.asdict(reproduce.QUICK))
-  assert reproduce.FULL.twin_steps > reproduce.QUICK.twin_steps
+
+
+def _config_of(command, repo_root):
+  """The config a reproduction command trains with: its file plus its --config.* overrides."""
+  file = command[command.index('--config') + 1]
+  module = importlib.import_module(file[:-3].replace('/', '.'))
+  config = module.get_config()
+  for arg in command:
+    if arg.startswith('--config.'):
+      path, value = arg[len('--config.'):].split('=', 1)
+      *parents, leaf = path.split('.')
+      node = config
+      for parent in parents:
+        node = node[parent]
+      old = node[leaf]
+      node[leaf] = type(old)(value) if not isinstance(old, str) else value
+  assert os.path.exists(os.path.join(repo_root, file))
+  return config
+
+
+@pytest.mark.parametrize('plan_name', ['QUICK', 'FULL'])
+@pytest.mark.parametrize('dataset', ['fashion_mnist', 'mnist'])
+def test_reproduction_commands_give_valid_configs(plan_name, dataset, repo_root, monkeypatch):
+  """Every run of both plans names an existing config of the right dataset, and its
+  overrides give a config that validates and trains for the plan's steps."""
+  monkeypatch.setattr(device_map, 'device_count', lambda: 2)   # as `make reproduce` runs
+  plan = getattr(reproduce, plan_name)
+  for batch_norm in (False, True):
+    command = reproduce.mlp_command(plan, dataset, batch_norm, '/tmp/w')
+    config = _config_of(command, repo_root)
+    config_checks.validate(config)
+    assert config.model.batch_norm == batch_norm and config.data.dataset == dataset
+    assert durations.parse('', config.train_for).steps(1) == plan.mlp_steps
+  for name in reproduce.TWINS:
+    command = reproduce.twin_command(plan, dataset, name, '/tmp/w')
+    config = _config_of(command, repo_root)
+    with config.unlocked():
+      config.hooks.ics_probe.layers = tuple(reproduce.PROBE_LAYERS)
+    config_checks.validate(config)
+    assert config.data.dataset == dataset and config.name.startswith(dataset)
+    assert config.model.batch_norm == name.startswith('BN')
+    assert durations.parse('', config.train_for).steps(1) == plan.twin_steps
+    assert config.hooks.eval_population.num_batches == plan.eval_population_batches
+
+
+def test_hook_cadence():
+  every_five = Hook('h', every_steps=5, at_end_only=False)
+  assert every_five.due(0) and every_five.due(5) and not every_five.due(3)
+  assert not every_five.due(7, final=True)           # runs_at_end is off for a bare Hook
+  only_at_end = Hook('h', every_steps=0, at_end_only=True)
+  assert not only_at_end.due(10) and only_at_end.due(10, final=True)

@@ -11,18 +11,21 @@ import time
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
-from bn_repro import device_map, optim, steps
-from bn_repro.checkpointing import Checkpoints
+from bn_repro.data import pipeline
+from bn_repro.data.on_device import standardize
 from bn_repro.errors import CheckpointError, ConfigError, DataError
-from bn_repro.input_pipeline import pipeline
-from bn_repro.input_pipeline.specs import dataset_spec
-from bn_repro.metric_logging import read_metrics
+from bn_repro.evaluation import exact, population
+from bn_repro.evaluation.trained import load_trained
 from bn_repro.models import build_model
-from bn_repro.train import TrainingDiverged, load_config, train_and_evaluate
-from bn_repro.train_state import create_train_state
+from bn_repro.parallel import device_map
+from bn_repro.training.checkpoints import Checkpoints
+from bn_repro.training.loop import TrainingDiverged, train_and_evaluate
+from bn_repro.training.recipe import TrainingRecipe
+from bn_repro.workdir import Workdir
 
 MOCK_EXAMPLES = 40  # not a multiple of the eval batch: the last batch is padded
 
@@ -36,9 +39,9 @@ def mock_imagenet_config(name):
   config.model.width = 1 / 16
   config.global_batch_size = 16
   config.eval_batch_size = 16
-  config.num_train_steps = 2
-  config.eval_every_epochs = -1.0
-  config.log_every_steps = 1
+  config.train_for = '2 steps'
+  config.hooks.eval.every = 'end'
+  config.log_every = '1 steps'
   return config
 
 
@@ -50,24 +53,25 @@ def test_paper_config_trains_on_mock_imagenet(name, tmp_path):
   assert results['step'] == 2
   assert results['eval_examples'] == MOCK_EXAMPLES
   assert 0 <= results['eval_top1'] <= results['eval_top5'] <= 1
-  train_records = [r for r in read_metrics(str(tmp_path)) if 'train_loss' in r]
+  train_records = [r for r in Workdir(str(tmp_path)).read_metrics() if 'train_loss' in r]
   assert [r['step'] for r in train_records] == [1, 2]
   assert all(np.isfinite(r['train_loss']) for r in train_records)
   expected_lr = config.optimizer.learning_rate * config.optimizer.lr_scale
   assert train_records[0]['learning_rate'] == pytest.approx(expected_lr)
-  assert Checkpoints(str(tmp_path)).latest_step() == 2
+  assert Checkpoints(Workdir(str(tmp_path)).checkpoint_dir).latest_step() == 2
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
-  assert load_config(str(tmp_path)).name == name
+  assert Workdir(str(tmp_path)).load_config().name == name
 
 
 def test_small_real_dataset_learns_and_records_targets(tiny_config, tmp_path):
   config = tiny_config
-  config.num_train_steps = 40
-  config.eval_every_steps = 20
-  config.log_every_steps = 10
-  config.checkpoint_every_steps = 20
-  config.target_accuracies = (0.3, 0.99)
-  config.eval_population_batches = 2
+  config.train_for = '40 steps'
+  config.hooks.eval.every = '20 steps'
+  config.log_every = '10 steps'
+  config.hooks.checkpoint.every = '20 steps'
+  config.hooks.targets.values = (0.3, 0.99)
+  config.hooks.eval_population.every = '20 steps'
+  config.hooks.eval_population.num_batches = 2
   results = train_and_evaluate(config, str(tmp_path))
   assert results['eval_examples'] == 256
   assert results['eval_top1'] > 0.3, results   # chance is 0.1
@@ -75,36 +79,34 @@ def test_small_real_dataset_learns_and_records_targets(tiny_config, tmp_path):
     reached = json.load(f)['reached']
   assert '0.3' in reached and '0.99' not in reached
   assert reached['0.3']['step'] in (20, 40)
-  evals = [r for r in read_metrics(str(tmp_path)) if 'eval_top1' in r]
+  evals = [r for r in Workdir(str(tmp_path)).read_metrics() if 'eval_top1' in r]
   assert [r['step'] for r in evals] == [20, 40]
   # Population-statistics evaluations: the step-40 one used batches 3 and 4 of
   # one training stream of seed + 1 (batches 1 and 2 served the step-20 one).
-  population = [r for r in read_metrics(str(tmp_path)) if 'eval_population_top1' in r]
-  assert [r['step'] for r in population] == [20, 40]
-  from bn_repro import evaluation, population_stats
-  from bn_repro.trained_run import load_run
-  run = load_run(str(tmp_path))
+  population_records = [r for r in Workdir(str(tmp_path)).read_metrics()
+                        if 'eval_population_top1' in r]
+  assert [r['step'] for r in population_records] == [20, 40]
+  run = load_trained(str(tmp_path))
   source = pipeline.Source(run.config.data)
-  stream = pipeline.prefetch_to_devices(pipeline.TrainData(
+  stream = device_map.prefetch(pipeline.TrainData(
       source, global_batch=config.global_batch_size, seed=config.seed + 1).batches(0), 2)
   for _ in range(2):
     next(stream)
-  stats, _, _ = population_stats.compute(run.model, run.state.variables(), source.spec,
-                                         stream, 2)
-  direct = evaluation.evaluate(
-      steps.make_eval_step(run.model, source.spec, stats='population'),
-      run.state.variables(device_map.replicate(stats)),
-      pipeline.EvalData(source, global_batch=config.eval_batch_size))
-  assert population[-1]['eval_population_top1'] == pytest.approx(direct.top1, abs=1 / 256)
-  assert population[-1]['eval_population_loss'] == pytest.approx(direct.loss, rel=1e-4)
+  stats, _, _ = population.compute(run.recipe.model, run.variables(), source.spec, stream, 2)
+  direct = exact.evaluate(
+      run.recipe.eval_step('population'), run.variables(device_map.replicate(stats)),
+      pipeline.EvalData(source, global_batch=config.eval_batch_size)).result
+  assert population_records[-1]['eval_population_top1'] == pytest.approx(direct.top1, abs=1 / 256)
+  assert population_records[-1]['eval_population_loss'] == pytest.approx(direct.loss, rel=1e-4)
 
 
 def _params(workdir):
-  checkpoints = Checkpoints(workdir, read_only=True)
+  """(step, meta, {'model': ..., 'training': ...}) of the latest checkpoint, as saved."""
+  checkpoints = Checkpoints(Workdir(workdir).checkpoint_dir, read_only=True)
   step = checkpoints.latest_step()
   meta = checkpoints.read_meta(step)
-  from orbax import checkpoint as ocp
-  restored = ocp.StandardCheckpointer().restore(os.path.join(checkpoints.path(step), 'state'))
+  restored = {item: ocp.StandardCheckpointer().restore(os.path.join(checkpoints.path(step), item))
+              for item in ('model', 'training')}
   return step, meta, restored
 
 
@@ -116,13 +118,13 @@ def test_resume_reaches_the_same_parameters_bitwise(tiny_config, tmp_path):
   runs the same compiled program deterministically.
   """
   config = tiny_config
-  config.eval_every_steps = -1
+  config.hooks.eval.every = 'end'
   config.model.dropout_rate = 0.3   # exercise the RNG too
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
   train_and_evaluate(config, straight)
-  config.num_train_steps = 2
+  config.train_for = '2 steps'
   train_and_evaluate(config, resumed)
-  config.num_train_steps = 4
+  config.train_for = '4 steps'
   train_and_evaluate(config, resumed)
   step_a, _, a = _params(straight)
   step_b, _, b = _params(resumed)
@@ -135,8 +137,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero(tiny_config, tmp_path, repo_r
   workdir = str(tmp_path / 'run')
   args = [sys.executable, 'scripts/train.py', '--config', 'configs/tiny.py',
           '--workdir', workdir, f'--config.data.data_dir={tiny_config.data.data_dir}',
-          '--config.num_train_steps=100000', '--config.eval_every_steps=-1',
-          '--config.checkpoint_every_steps=100000', '--config.log_every_steps=1']
+          '--config.train_for=100000 steps', '--config.hooks.eval.every=end',
+          '--config.hooks.checkpoint.every=100000 steps', '--config.log_every=1 steps']
   proc = subprocess.Popen(args, cwd=repo_root, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   metrics = os.path.join(workdir, 'metrics.jsonl')
@@ -150,39 +152,36 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero(tiny_config, tmp_path, repo_r
   out, _ = proc.communicate(timeout=120)
   assert proc.returncode == 0, out[-3000:]
   assert 'SIGTERM: saved a checkpoint at step' in out
-  step = Checkpoints(workdir).latest_step()
+  step = Checkpoints(Workdir(workdir).checkpoint_dir).latest_step()
   assert step is not None and step >= 1
 
 
 def test_nan_stops_within_a_step_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
   config = tiny_config
-  config.eval_every_steps = -1
-  config.num_train_steps = 2
+  config.hooks.eval.every = 'end'
+  config.train_for = '2 steps'
   workdir = str(tmp_path)
   train_and_evaluate(config, workdir)     # a good checkpoint at step 2
   before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
-  config.num_train_steps = 50
+  config.train_for = '50 steps'
   config.optimizer.learning_rate = 1e30   # diverges at once
   with pytest.raises(TrainingDiverged, match=r'NaN/Inf at step [34] .*last checkpoint \(step 2\) is intact'):
     train_and_evaluate(config, workdir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
   step, _, state = _params(workdir)
-  assert step == 2 and all(np.isfinite(x).all() for x in jax.tree.leaves(state['params']))
+  assert step == 2 and all(np.isfinite(x).all() for x in jax.tree.leaves(state['model']['params']))
 
 
 def test_eval_counts_every_example_once(tiny_config):
   """997 examples, global eval batch 64 on 8 devices: counts equal a direct computation."""
   config = tiny_config
   config.data.eval_split = 'test[:997]'
-  model = build_model(config.model, image_size=28, sync_bn=True)
-  spec = dataset_spec('fashion_mnist')
-  tx = optim.make_optimizer(config.optimizer, 100)
-  state = create_train_state(model, tx, (28, 28, 1), 0, device_map.replicated_sharding())
+  recipe = TrainingRecipe(config, steps_per_epoch=100)
+  state = recipe.init_state()
   source = pipeline.Source(config.data)
   eval_data = pipeline.EvalData(source, global_batch=64)
   assert eval_data.num_steps == 16 and eval_data.num_examples == 997
-  from bn_repro.evaluation import evaluate
-  result = evaluate(steps.make_eval_step(model, spec, stats='ema'), state.variables(), eval_data)
+  result = exact.evaluate(recipe.eval_step('ema'), state.variables(), eval_data).result
   assert result.count == 997
 
   # Direct: one device, all examples at once, no padding.
@@ -191,21 +190,18 @@ def test_eval_counts_every_example_once(tiny_config):
   assert len(labels) == 997
   host_model = build_model(config.model, image_size=28)
   logits = jax.jit(host_model.apply)(device_map.to_host(state.variables()),
-                                     steps.standardize(images, spec))
+                                     standardize(images, recipe.spec))
   top1 = int(np.sum(np.argmax(logits, -1) == labels))
   assert result.top1_correct == top1
 
 
 def test_train_step_compiles_once(tiny_config, caplog):
   config = tiny_config
-  model = build_model(config.model, image_size=28, sync_bn=True)
   train_data = pipeline.TrainData(pipeline.Source(config.data), global_batch=16, seed=0)
-  tx = optim.make_optimizer(config.optimizer, train_data.steps_per_epoch)
-  schedule = optim.learning_rate_schedule(config.optimizer, train_data.steps_per_epoch)
-  state = create_train_state(model, tx, (28, 28, 1), 0, device_map.replicated_sharding())
-  step_fn = steps.make_train_step(model, tx, schedule, dataset_spec('fashion_mnist'),
-                                  average_ema=False)
-  batches = pipeline.prefetch_to_devices(train_data.batches(), 2)
+  recipe = TrainingRecipe(config, train_data.steps_per_epoch)
+  state = recipe.init_state()
+  step_fn = recipe.train_step
+  batches = device_map.prefetch(train_data.batches(), 2)
   state, _ = step_fn(state, next(batches))
   with jax.log_compiles(True), caplog.at_level(logging.WARNING):
     for _ in range(3):
@@ -236,8 +232,8 @@ def test_missing_imagenet_says_where_the_tar_files_go(tmp_path):
 
 def test_checkpoint_of_another_architecture_or_corrupt_is_refused_untouched(tiny_config, tmp_path):
   config = tiny_config
-  config.num_train_steps = 1
-  config.eval_every_steps = -1
+  config.train_for = '1 steps'
+  config.hooks.eval.every = 'end'
   workdir = str(tmp_path)
   train_and_evaluate(config, workdir)
   checkpoint_dir = os.path.join(workdir, 'checkpoints')

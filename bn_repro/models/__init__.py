@@ -8,14 +8,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from bn_repro import device_map
-from bn_repro.batchnorm import EMA_STATS
 from bn_repro.errors import (ConfigError, check_choice, check_positive,
                              check_range)
 from bn_repro.models import architecture
+from bn_repro.models.batchnorm import EMA_STATS
 from bn_repro.models.bn_inception import BNInception
 from bn_repro.models.layers import ACTIVATIONS, UnitOptions
 from bn_repro.models.mlp import FigureOneMLP
+from bn_repro.parallel.device_map import NO_DEVICE_AXIS, BNGroups
 
 MODEL_NAMES = ('bn_inception', 'mlp')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -34,35 +34,29 @@ def _check_fields(section: str, config, allowed) -> None:
                       f'{", ".join(sorted(allowed))}')
 
 
-def unit_options(config: ml_collections.ConfigDict, *,
-                 sync_bn: bool) -> UnitOptions:
-  """Normalization/activation options; sync_bn: statistics over devices (inside a device map)."""
+def unit_options(config: ml_collections.ConfigDict, bn_groups: BNGroups) -> UnitOptions:
+  """Normalization/activation options of every weight layer."""
   check_choice('model.activation', config.activation, tuple(ACTIVATIONS))
   check_choice('model.dtype', config.dtype, tuple(DTYPES))
   bn = config.bn
   _check_fields('model.bn', bn, BN_FIELDS)
   check_positive('model.bn.epsilon', bn.epsilon)
   check_range('model.bn.momentum', bn.momentum, 0.0, 1.0)
-  axis_name, groups = None, None
-  if sync_bn and bn.group_size != 1:
-    axis_name = device_map.AXIS
-    groups = device_map.bn_axis_index_groups(bn.group_size)
-    groups = tuple(map(tuple, groups)) if groups else None
   return UnitOptions(
       batch_norm=bool(config.batch_norm), activation=config.activation,
-      bn_momentum=bn.momentum, bn_epsilon=bn.epsilon, axis_name=axis_name,
-      axis_index_groups=groups, dtype=DTYPES[config.dtype],
+      bn_momentum=bn.momentum, bn_epsilon=bn.epsilon, bn_groups=bn_groups,
+      dtype=DTYPES[config.dtype],
       kernel_init_scale=config.get('kernel_init_scale', 1.0))
 
 
 def build_model(config: ml_collections.ConfigDict, *, image_size: int,
-                sync_bn: bool = False):
+                bn_groups: BNGroups = NO_DEVICE_AXIS):
   """The flax module for `config` (the config's `model` section).
 
   image_size: side of the (square) input images, checked against the stem.
-  sync_bn: average BN batch statistics over the device axis as
-    `config.bn.group_size` says (0: all devices, 1: per device, k: groups of
-    k); only valid when the model runs inside `device_map.map_over_devices`.
+  bn_groups: which devices share BN batch statistics (device_map.bn_groups of
+    `config.bn.group_size`) when the model runs inside the device map; the
+    default runs it on one device's batch alone, outside any device map.
   """
   check_choice('model.name', config.name, MODEL_NAMES)
   check_positive('model.num_classes', config.num_classes)
@@ -73,7 +67,7 @@ def build_model(config: ml_collections.ConfigDict, *, image_size: int,
     return FigureOneMLP(num_classes=config.num_classes,
                         hidden_sizes=tuple(config.hidden_sizes),
                         init_std=config.init_std,
-                        opts=unit_options(config, sync_bn=sync_bn))
+                        opts=unit_options(config, bn_groups))
 
   _check_fields('model', config, INCEPTION_FIELDS)
   check_positive('model.width', config.width)
@@ -92,7 +86,7 @@ def build_model(config: ml_collections.ConfigDict, *, image_size: int,
       widths=config.widths, lrn=bool(config.lrn),
       dropout_rate=config.dropout_rate,
       per_activation_bn=bool(config.per_activation_bn),
-      opts=unit_options(config, sync_bn=sync_bn))
+      opts=unit_options(config, bn_groups))
 
 
 @functools.cache

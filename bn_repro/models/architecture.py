@@ -28,10 +28,6 @@ class InceptionSpec:
   pool_proj: int     # 1x1 projection after the pool (0: pass through)
   stride: int = 1
 
-  def out_channels(self, in_channels: int) -> int:
-    pool = self.pool_proj or in_channels
-    return self.n1x1 + self.n3x3 + self.dbl_3x3 + pool
-
 
 _ = InceptionSpec
 PAPER = (

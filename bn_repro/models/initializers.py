@@ -1,11 +1,11 @@
 """Weight initializers sampled with numpy on the host.
 
 flax's initializers draw with jax.random inside the jitted `init`; on a CPU
-that costs seconds of XLA compile per network (one RNG program per weight
-shape: about 20 s for a small BN-Inception here). These draw the same
-distributions with numpy inside a `pure_callback`, seeded by the jax key flax
-hands them, so `init` compiles in about 2 s and stays a pure function of its
-key: every process of a multi-host run gets the same weights.
+XLA compiles random-number code for every weight shape, which dominates the
+start-up of small runs (docs/performance.md has the measurement). These draw
+the same distributions with numpy inside a `pure_callback`, seeded by the jax
+key flax hands them, so `init` compiles quickly and stays a pure function of
+its key: every process of a multi-host run gets the same weights.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
-from bn_repro.batchnorm import BatchNorm
 from bn_repro.models import initializers
+from bn_repro.models.batchnorm import BatchNorm
+from bn_repro.parallel.device_map import NO_DEVICE_AXIS, BNGroups
 
 # Pre-activations (the input of each nonlinearity) are sown here, for the
 # internal-covariate-shift probe. Nothing is stored unless a caller asks.
@@ -30,8 +31,7 @@ class UnitOptions:
   activation: str = 'relu'
   bn_momentum: float = 0.99
   bn_epsilon: float = 1e-3
-  axis_name: str | None = None
-  axis_index_groups: tuple[tuple[int, ...], ...] | None = None
+  bn_groups: BNGroups = NO_DEVICE_AXIS   # which devices share BN batch statistics
   dtype: Any = jnp.float32
   kernel_init_scale: float = 1.0
 
@@ -42,8 +42,8 @@ class UnitOptions:
 
   def batch_norm_layer(self, per_activation=False, name='bn') -> BatchNorm:
     return BatchNorm(momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                     axis_name=self.axis_name,
-                     axis_index_groups=self.axis_index_groups,
+                     axis_name=self.bn_groups.axis_name,
+                     axis_index_groups=self.bn_groups.axis_index_groups,
                      per_activation=per_activation, dtype=self.dtype, name=name)
 
 

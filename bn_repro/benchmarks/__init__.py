@@ -1,0 +1,1 @@
+"""Speed measurements that print numbers (never asserted in tests)."""

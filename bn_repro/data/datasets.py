@@ -1,0 +1,172 @@
+"""Finding, preparing and reading the tfds datasets.
+
+- imagenet2012: tfds's builder over the ILSVRC2012 tar files, which the user
+  downloads by hand (tfds's "manual_dir"); `scripts/prepare_data.py` prepares it.
+- fashion_mnist / mnist: tfds's own prepared dataset when it is there (or may
+  be downloaded, `data.download=True`); otherwise a tfds dataset built once from
+  local IDX .gz files, e.g. Debian's package dataset-fashion-mnist. Debian's
+  files differ from upstream in their gzip headers, so tfds's registered
+  download checksums fail on them; the local builder reads them directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any
+
+import tensorflow_datasets as tfds
+from absl import logging
+from tensorflow_datasets.image_classification import mnist as tfds_mnist
+
+from bn_repro.parallel import device_map
+from bn_repro.errors import DataError
+from bn_repro.data.specs import dataset_spec
+
+DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
+IDX_FILES = {
+    'train_data': 'train-images-idx3-ubyte.gz',
+    'train_labels': 'train-labels-idx1-ubyte.gz',
+    'test_data': 't10k-images-idx3-ubyte.gz',
+    'test_labels': 't10k-labels-idx1-ubyte.gz',
+}
+
+
+def _local_split_generators(builder, dl_manager):
+  paths = dl_manager.extract(
+      {k: os.path.join(builder.local_dir, v) for k, v in IDX_FILES.items()})
+  return [
+      tfds.core.SplitGenerator(name=name, gen_kwargs=dict(
+          num_examples=count, data_path=paths[f'{prefix}_data'],
+          label_path=paths[f'{prefix}_labels']))
+      for name, prefix, count in (('train', 'train', 60_000), ('test', 'test', 10_000))]
+
+
+class LocalFashionMnist(tfds_mnist.FashionMNIST):
+  """tfds's Fashion-MNIST, built from local IDX .gz files instead of a download."""
+  local_dir = DEBIAN_FASHION_MNIST
+
+  def __init__(self, *, local_dir=None, **kwargs):
+    if local_dir:
+      self.local_dir = local_dir
+    super().__init__(**kwargs)
+
+  _split_generators = _local_split_generators
+
+
+class LocalMnist(tfds_mnist.MNIST):
+  """tfds's MNIST, built from local IDX .gz files instead of a download."""
+  local_dir = None
+
+  def __init__(self, *, local_dir=None, **kwargs):
+    self.local_dir = local_dir
+    super().__init__(**kwargs)
+
+  _split_generators = _local_split_generators
+
+
+LOCAL_BUILDERS = {'fashion_mnist': LocalFashionMnist, 'mnist': LocalMnist}
+DEFAULT_LOCAL_DIRS = {'fashion_mnist': DEBIAN_FASHION_MNIST}
+
+
+def _has_idx_files(directory) -> bool:
+  return bool(directory) and all(
+      os.path.exists(os.path.join(directory, f)) for f in IDX_FILES.values())
+
+
+def _is_readable(builder) -> bool:
+  """Prepared (or mocked by tfds.testing.mock_data)."""
+  try:
+    builder.as_dataset(split='train')
+    return True
+  except (AssertionError, FileNotFoundError, ValueError, KeyError):
+    return False
+
+
+def _prepare_on_process_zero(builder, **kwargs):
+  if device_map.process_index() == 0:
+    builder.download_and_prepare(**kwargs)
+  device_map.sync_processes(f'prepared {builder.name}')
+
+
+def get_builder(data_config):
+  """The ready-to-read tfds builder for `data_config.dataset`, or a DataError."""
+  name = data_config.dataset
+  spec = dataset_spec(name)
+  data_dir = data_config.data_dir
+  builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+  if _is_readable(builder):
+    return builder
+
+  if name == 'imagenet2012':
+    manual_dir = data_config.manual_dir or os.path.join(builder._data_dir_root, 'downloads', 'manual')
+    raise DataError(
+        f'imagenet2012 is not prepared in {builder._data_dir_root}: put '
+        f'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in {manual_dir} and run '
+        f'python scripts/prepare_data.py --dataset imagenet2012 --manual_dir {manual_dir}'
+        + (f' --data_dir {data_dir}' if data_dir else ''))
+
+  local_dir = data_config.get('local_dir') or DEFAULT_LOCAL_DIRS.get(name)
+  local = LOCAL_BUILDERS[name](local_dir=local_dir, data_dir=data_dir)
+  if _is_readable(local):
+    return local
+  if _has_idx_files(local_dir):
+    logging.info('Building tfds dataset %s from %s (once)', local.name, local_dir)
+    _prepare_on_process_zero(local)
+    return local
+  if data_config.download:
+    logging.info('Downloading %s with tfds', name)
+    _prepare_on_process_zero(builder)
+    return builder
+  hint = (' install Debian\'s dataset-fashion-mnist (apt-get install dataset-fashion-mnist),'
+          if name == 'fashion_mnist' else '')
+  raise DataError(
+      f'{name} was not found: no prepared tfds dataset in {builder._data_dir_root} and no IDX '
+      f'.gz files in data.local_dir={local_dir!r};{hint} set data.local_dir to a folder '
+      f'with the four IDX .gz files, or pass --config.data.download=True to let tfds download it')
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitPart:
+  """This process's part of a split, and the sizes every process agrees on."""
+  read_instruction: Any      # what builder.as_dataset takes as `split`
+  start: int                 # position of this part's first example in the split
+  num_examples: int          # in this process's part
+  min_num_examples: int      # in the smallest part over all processes
+  max_num_examples: int      # in the largest part over all processes
+  total_examples: int        # in the whole split
+
+
+def split_part(builder, split: str, fallback_total: int | None) -> SplitPart:
+  """This process's disjoint part of `split` (tfds's per-process split)."""
+  count, index = device_map.process_count(), device_map.process_index()
+  parts = [tfds.split_for_jax_process(split, process_index=i, process_count=count)
+           for i in range(count)]
+  try:
+    sizes = [builder.info.splits[p].num_examples for p in parts]
+    total = builder.info.splits[split].num_examples
+  except (KeyError, ValueError):
+    sizes = []
+  if not sizes or not total:
+    # tfds.testing.mock_data has no split sizes: use the config's.
+    if not fallback_total:
+      raise DataError(f'the size of split {split!r} of {builder.name} is unknown; '
+                      'set data.num_train_examples / data.num_eval_examples')
+    total = fallback_total
+    sizes = [total // count + (i < total % count) for i in range(count)]
+  # tfds's per-process parts are contiguous and in process order.
+  return SplitPart(parts[index], sum(sizes[:index]), sizes[index], min(sizes),
+                   max(sizes), total)
+
+
+def steps_per_epoch(train_part: SplitPart, global_batch: int) -> int:
+  """Full global batches per epoch (every process runs the same number)."""
+  local_batch = global_batch // device_map.process_count()
+  return max(1, train_part.min_num_examples // local_batch)
+
+
+def eval_steps(eval_part: SplitPart, global_batch: int) -> int:
+  """Batches that cover the largest process's part (smaller parts pad)."""
+  local_batch = global_batch // device_map.process_count()
+  return math.ceil(eval_part.max_num_examples / local_batch)

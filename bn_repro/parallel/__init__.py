@@ -1,0 +1,1 @@
+"""How work is spread over devices and processes: the device map, start-up, a local launcher."""

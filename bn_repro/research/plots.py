@@ -1,0 +1,68 @@
+"""Plots of training runs (matplotlib). Each function returns its figure; `save` writes a PNG."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def save(fig, path: str) -> None:
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def accuracy_curves(curves: dict[str, tuple[list, list]], *, title: str,
+                    ylabel: str = 'test top-1 accuracy'):
+  """curves: {label: (steps, accuracies)} on one axis."""
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for label, (steps, values) in curves.items():
+    ax.plot(steps, values, label=label, marker='.' if len(steps) < 40 else None)
+  ax.set_xlabel('training step')
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(loc='lower right', fontsize='small')
+  return fig
+
+
+def _percentiles(records: list[dict], layer: str, ax, title: str) -> None:
+  """The paper's Figure 1(b, c): 15th/50th/85th percentiles of one unit's input over steps."""
+  rows = [r for r in records if r['layer'] == layer]
+  steps = [r['step'] for r in rows]
+  p = {q: [r['unit_percentiles'][q] for r in rows] for q in ('15', '50', '85')}
+  ax.fill_between(steps, p['15'], p['85'], alpha=0.25, label='15th-85th percentile')
+  ax.plot(steps, p['50'], label='median')
+  ax.set_xlabel('training step')
+  ax.set_ylabel(f'input of unit {rows[0]["unit"] if rows else "?"}')
+  ax.set_title(title)
+  ax.legend(loc='best', fontsize='small')
+
+
+def percentile_bands(panels: list[tuple[list[dict], str, str]]):
+  """Figure 1(b, c)-style panels side by side: [(probe records, layer, title)]."""
+  fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), sharey=False,
+                           squeeze=False)
+  for ax, (records, layer, title) in zip(axes[0], panels):
+    _percentiles(records, layer, ax, title)
+  return fig
+
+
+def drift_curves(series: dict[str, list[dict]], layer: str):
+  """Drift (Wasserstein-1 of the unit, mean change of channel means) per record, per run."""
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  for label, records in series.items():
+    rows = [r for r in records if r['layer'] == layer and 'drift_w1' in r]
+    steps = [r['step'] for r in rows]
+    axes[0].plot(steps, [r['drift_w1'] for r in rows], label=label)
+    axes[1].plot(steps, [r['drift_mean'] for r in rows], label=label)
+  axes[0].set_title(f'{layer}: W1 between consecutive records (one unit)')
+  axes[1].set_title(f'{layer}: mean |change of channel means|')
+  for ax in axes:
+    ax.set_xlabel('training step')
+    ax.set_yscale('log')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize='small')
+  return fig

@@ -1,0 +1,181 @@
+"""train_and_evaluate(config, workdir): the config-driven training loop.
+
+Re-running with the same workdir resumes from the latest checkpoint and
+continues the same data order. SIGTERM saves a checkpoint and raises
+TrainingInterrupted. A non-finite loss or gradient stops the run within one
+step with TrainingDiverged; the state was not updated by that step and
+nothing is saved after it. Everything periodic (evaluations, the probe,
+target tracking, checkpoints) is a hook configured in `config.hooks`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import threading
+import time
+
+import ml_collections
+from absl import logging
+from clu import periodic_actions
+
+from bn_repro.data import pipeline
+from bn_repro.errors import Interrupted, UserError
+from bn_repro.parallel import device_map
+from bn_repro.training import config_checks, durations, optim
+from bn_repro.training.checkpoints import Checkpoints, param_shapes
+from bn_repro.training.hooks import HookContext, build_hooks
+from bn_repro.training.metrics import create_writer
+from bn_repro.training.recipe import TrainingRecipe
+from bn_repro.workdir import Workdir, write_json
+
+
+class TrainingDiverged(UserError):
+  """The loss or the gradients stopped being finite."""
+
+
+class TrainingInterrupted(Interrupted):
+  """SIGTERM (or the cluster's preemption notice) stopped training after a checkpoint."""
+
+  def __init__(self, step: int):
+    super().__init__(f'stopped at step {step} with a checkpoint; run the same command to resume')
+    self.step = step
+
+
+@contextlib.contextmanager
+def sigterm_flag():
+  """An Event set on SIGTERM while inside the block (main thread, one process only:
+  with several, JAX's own preemption notifier handles SIGTERM)."""
+  event = threading.Event()
+  if (threading.current_thread() is not threading.main_thread()
+      or device_map.process_count() > 1):
+    yield event
+    return
+  previous = signal.signal(signal.SIGTERM, lambda *_: event.set())
+  try:
+    yield event
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the final results."""
+  start_time = time.time()
+  config_checks.validate(config)
+  run_dir = Workdir(workdir)
+  source = pipeline.Source(config.data)
+  train_data = pipeline.TrainData(source, global_batch=config.global_batch_size, seed=config.seed)
+  steps_per_epoch = train_data.steps_per_epoch
+  recipe = TrainingRecipe(config, steps_per_epoch)
+  num_steps = durations.parse('train_for', config.train_for).steps(steps_per_epoch)
+  log_every = durations.parse('log_every', config.log_every).steps(steps_per_epoch)
+  check_finite_every = durations.parse('check_finite_every', config.check_finite_every,
+                                       allow_zero=True).steps(steps_per_epoch)
+
+  run_dir.create()
+  checkpoints = Checkpoints(run_dir.checkpoint_dir, keep=config.hooks.checkpoint.keep)
+  latest = checkpoints.latest_step()
+  if latest is not None:
+    state, saved_meta = checkpoints.restore_state(latest, recipe.abstract_state())
+    if (saved_meta['global_batch_size'] != config.global_batch_size
+        or saved_meta['seed'] != config.seed):
+      logging.warning('resuming with another global batch or seed than the checkpoint '
+                      '(%s); the data order will differ from an uninterrupted run',
+                      {k: saved_meta[k] for k in ('global_batch_size', 'seed')})
+    logging.info('Resumed from %s', checkpoints.path(latest))
+  else:
+    state = recipe.init_state()
+  run_dir.write_config(config)
+
+  start_step = int(device_map.to_host(state.step))
+  device_map.check_same_on_all_processes('config', config.to_json_best_effort(sort_keys=True))
+  device_map.check_same_on_all_processes('start step', str(start_step))
+  logging.info('%s: %d devices on %d processes, global batch %d (%d per device), BN statistics '
+               'over %s, %d steps per epoch, training steps %d -> %d, peak learning rate %g',
+               config.name, device_map.device_count(), device_map.process_count(),
+               config.global_batch_size, config.global_batch_size // device_map.device_count(),
+               recipe.bn_groups.describe(), steps_per_epoch, start_step, num_steps,
+               optim.peak_learning_rate(config.optimizer))
+
+  config_json = json.loads(config.to_json_best_effort())
+  shapes = param_shapes(state.params)
+
+  def checkpoint_meta(step: int) -> dict:
+    return {'config': config_json, 'param_shapes': shapes, 'step': step,
+            'global_batch_size': config.global_batch_size, 'seed': config.seed,
+            'steps_per_epoch': steps_per_epoch}
+
+  writer = create_writer(run_dir.path, jsonl_file=run_dir.metrics_file)
+  ctx = HookContext(config=config, workdir=run_dir, recipe=recipe, source=source,
+                    checkpoints=checkpoints, checkpoint_meta=checkpoint_meta,
+                    start_step=start_step)
+  hooks = build_hooks(ctx)
+  progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
+                                             every_steps=log_every)
+
+  def run_hooks(step: int, *, final: bool = False, start: bool = False) -> dict:
+    outputs = {}
+    for hook in hooks:
+      if (hook.runs_at_start or not start) and hook.due(step, final=final):
+        outputs.update(hook(step, state, outputs))
+    if outputs:
+      writer.write_scalars(step, outputs)
+    return outputs
+
+  run_hooks(start_step, start=True)
+  batches = device_map.prefetch(train_data.batches(start_step), config.data.prefetch)
+  pending = []          # device metrics of the steps since the last log
+  step, outputs = start_step, None
+  with sigterm_flag() as sigterm:
+    while step < num_steps:
+      if device_map.stop_requested(sigterm):
+        checkpoints.save(step, state, checkpoint_meta(step))
+        checkpoints.wait()
+        logging.info('SIGTERM: saved a checkpoint at step %d; exiting', step)
+        writer.flush()
+        raise TrainingInterrupted(step)
+      state, metrics = recipe.train_step(state, next(batches))
+      pending.append(metrics)
+      step += 1
+      if check_finite_every and len(pending) > 1 and step % check_finite_every == 0:
+        # The previous step's flag: the current step is already queued behind it.
+        if not bool(device_map.to_host(pending[-2]['finite'])):
+          _stop_diverged(step - 1, pending[-2], checkpoints)
+      progress(step)
+      if step % log_every == 0 or step == num_steps:
+        host = device_map.to_host(pending)
+        for offset, m in enumerate(host):
+          if not m['finite']:
+            _stop_diverged(step - len(host) + offset + 1, m, checkpoints)
+        writer.write_scalars(step, {
+            'train_loss': sum(float(m['loss']) for m in host) / len(host),
+            'train_top1': sum(float(m['top1']) for m in host) / len(host),
+            'learning_rate': float(host[-1]['learning_rate'])})
+        pending = []
+      outputs = run_hooks(step, final=step == num_steps)
+
+  if outputs is None:   # nothing left to train: the end-of-training hooks still run
+    outputs = run_hooks(step, final=True)
+  for hook in hooks:
+    hook.close()
+  writer.flush()
+  results = {'name': config.name, 'step': step, 'eval_split': source.config.eval_split,
+             **outputs, 'wall_seconds_this_run': round(time.time() - start_time, 1)}
+  for hook in hooks:
+    results.update(hook.summary())
+  write_json(run_dir.results_file, results)
+  top1 = {k: v for k, v in outputs.items() if k.endswith('_top1')}
+  logging.info('RESULT %s: step %d, %s top-1 %s', config.name, step, source.config.eval_split,
+               ', '.join(f'{k[:-5]} {v:.4f}' for k, v in top1.items()) or 'not evaluated')
+  return results
+
+
+def _stop_diverged(step: int, metrics, checkpoints: Checkpoints):
+  checkpoints.wait()
+  last = checkpoints.latest_step()
+  lr = float(device_map.to_host(metrics['learning_rate']))
+  raise TrainingDiverged(
+      f'loss or gradients became NaN/Inf at step {step} (learning rate {lr:g}); '
+      f'the state was not updated; the last checkpoint '
+      f'({"step " + str(last) if last is not None else "none"}) is intact')
