@@ -29,7 +29,11 @@ def get_config():
   m.bn = ml_collections.ConfigDict()
   m.bn.epsilon = 1e-3         # chosen: the paper gives none; TF-slim's value
   m.bn.momentum = 0.99        # chosen: flax's default EMA decay
-  m.bn.group_size = 0         # 0: statistics over all devices; 1: per device; k: groups of k
+  # Which devices share BN batch statistics: 0 all (the default: the statistics of
+  # a global batch do not depend on how many accelerators share it, so a config
+  # behaves the same on any cluster); 1 each device alone; k groups of k. The
+  # paper normalized over each replica's 32 examples: configs/*_per_replica.py.
+  m.bn.group_size = 0
 
   c.data = d = ml_collections.ConfigDict()
   d.dataset = 'imagenet2012'
@@ -54,7 +58,7 @@ def get_config():
   d.num_eval_examples = ml_collections.FieldReference(None, field_type=int)
 
   # Durations are '<N> steps' or '<X> epochs' (hook cadences also 'end' or 'never').
-  c.global_batch_size = 256      # chosen: a global batch of 256 over all devices (see README)
+  c.global_batch_size = 256      # chosen: 8 replicas of the paper's 32
   c.eval_batch_size = 256
   c.train_for = '100 epochs'     # chosen; the paper trained for millions of steps of 32
   c.log_every = '100 steps'
@@ -65,6 +69,8 @@ def get_config():
   c.hooks = ml_collections.ConfigDict()
   # Exact evaluation of the eval split with the training EMA of the BN statistics.
   c.hooks.eval = dict(kind='evaluate', stats='ema', num_batches=0, every='1 epochs')
+  # The same with the EMA debiased: its initial value's weight removed (off: 'never').
+  c.hooks.eval_debiased = dict(kind='evaluate', stats='ema_debiased', every='never')
   # Also evaluate with population statistics (Algorithm 2) recomputed over this
   # many training batches at each evaluation (off: 'never').
   c.hooks.eval_population = dict(kind='evaluate', stats='population', num_batches=50,

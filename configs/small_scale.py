@@ -17,6 +17,8 @@ LR_SCALE = 6.0
 # a few epochs, so the interval shrinks with the schedule (BN-x5's 6x speed-up
 # applies on top, as in the paper).
 LR_DECAY_EVERY = '0.25 epochs'
+IMAGENET_TRAIN_EXAMPLES = 1_281_167
+TRAIN_EXAMPLES = {'fashion_mnist': 60_000, 'mnist': 60_000}
 
 
 def twin(c, dataset='fashion_mnist'):
@@ -31,8 +33,13 @@ def twin(c, dataset='fashion_mnist'):
   # fit (both measured in results/full/README.md).
   c.data.eval_crop_fraction = 1.0
   c.data.min_area = 1.0
-  c.data.photometric_strength = 0.0  # grayscale: no colour distortions
-  c.data.shuffle_buffer = 60_000     # the whole training set
+  # Two of BN-x5's changes are data changes, kept in proportion: "shuffle more
+  # thoroughly" scales the model's ImageNet shuffle buffer by the dataset sizes,
+  # and "reduce the photometric distortions" keeps the model's strength:
+  # brightness and contrast act on [0, 1] intensities alike in one channel or
+  # three (hue and saturation need colour and do nothing here).
+  c.data.shuffle_buffer = max(1, round(c.data.shuffle_buffer * TRAIN_EXAMPLES[dataset]
+                                       / IMAGENET_TRAIN_EXAMPLES))
   c.data.cache_eval = True
   c.data.in_memory = True
   c.model.num_classes = 10
@@ -65,8 +72,10 @@ def figure_one_mlp(dataset='fashion_mnist', *, batch_norm=False):
   m.activation = 'sigmoid'
   m.hidden_sizes = (100, 100, 100)
   m.init_std = 0.05                # chosen: "small random Gaussian values"
-  c.data.min_area = 1.0            # the paper's MNIST run uses the plain images
-  c.data.flip = False
+  c.data.min_area = 1.0            # the paper's MNIST run uses the plain images,
+  c.data.flip = False              # well shuffled
+  c.data.photometric_strength = 0.0
+  c.data.shuffle_buffer = TRAIN_EXAMPLES[dataset]
   c.global_batch_size = 60         # the paper: 60 examples per mini-batch
   c.train_for = '50000 steps'      # the paper: 50,000 steps
   c.hooks.eval.every = '1000 steps'

@@ -8,7 +8,7 @@ import pytest
 
 from bn_repro.errors import ConfigError
 from bn_repro.models.batchnorm import (BATCH_MOMENTS, EMA_STATS, POPULATION_STATS,
-                                       BatchNorm)
+                                       BatchNorm, debiased_ema)
 from bn_repro.parallel import device_map
 
 EPS = 1e-3
@@ -263,3 +263,26 @@ def test_group_size_must_divide_the_device_count():
   assert not device_map.bn_groups(4).spans_all_devices
   assert device_map.bn_groups(1).axis_name is None          # each device alone
   assert device_map.bn_groups(8) == device_map.bn_groups(0)  # all 8 devices
+
+
+def test_debiased_ema_is_the_weighted_mean_of_the_batch_statistics():
+  """After t training updates, the debiased EMA equals sum_i w_i x_i / sum_i w_i with
+  w_i = (1 - m) m^(t - i): the initial (0, 1) no longer counts."""
+  momentum, steps = 0.9, 5
+  bn = BatchNorm(momentum=momentum)
+  rng = np.random.RandomState(11)
+  batches = [rng.randn(16, 3) * (i + 1) + 2 * i for i in range(steps)]
+  gamma, beta = np.ones(3), np.zeros(3)
+  ema = _variables(gamma, beta)[EMA_STATS]
+  for x in batches:
+    _, updated = bn.apply({'params': _variables(gamma, beta)['params'], EMA_STATS: ema},
+                          jnp.asarray(x, jnp.float32), 'batch', mutable=[EMA_STATS])
+    ema = updated[EMA_STATS]
+  weights = np.array([(1 - momentum) * momentum ** (steps - 1 - i) for i in range(steps)])
+  means = np.array([x.mean(0) for x in batches])
+  variances = np.array([x.var(0) for x in batches])
+  debiased = debiased_ema({'bn': ema}, steps, momentum)['bn']
+  np.testing.assert_allclose(debiased['mean'], weights @ means / weights.sum(), rtol=1e-5)
+  np.testing.assert_allclose(debiased['var'], weights @ variances / weights.sum(), rtol=1e-5)
+  # The plain EMA is still pulled towards its start: 0.9^5 = 59% of (0, 1).
+  assert np.abs(np.asarray(ema['mean']) - weights @ means / weights.sum()).min() > 0.5

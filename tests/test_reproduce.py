@@ -83,25 +83,39 @@ def _synthetic_log(workdir, points, key='eval_top1'):
   writer.close()
 
 
-def test_steps_to_target_table_from_synthetic_logs(tmp_path):
-  _synthetic_log(tmp_path / 'inception', [(100, 0.5), (200, 0.7), (300, 0.8), (400, 0.78)])
-  _synthetic_log(tmp_path / 'bn', [(100, 0.79), (200, 0.81), (300, 0.85)])
-  _synthetic_log(tmp_path / 'bn', [(100, 0.80), (200, 0.83)], key='eval_population_top1')
+def test_steps_to_target_table_over_seeds_from_synthetic_logs(tmp_path):
+  _synthetic_log(tmp_path / 'inception0', [(100, 0.5), (200, 0.7), (300, 0.8), (400, 0.78)])
+  _synthetic_log(tmp_path / 'inception1', [(100, 0.6), (200, 0.74), (300, 0.76), (400, 0.78)])
+  _synthetic_log(tmp_path / 'bn0', [(100, 0.79), (200, 0.81), (300, 0.85)])
+  _synthetic_log(tmp_path / 'bn0', [(100, 0.80), (200, 0.83), (300, 0.84)],
+                 key='eval_population_top1')
+  _synthetic_log(tmp_path / 'bn1', [(100, 0.70), (200, 0.75), (300, 0.86)])
+  _synthetic_log(tmp_path / 'bn1', [(100, 0.75), (200, 0.78), (300, 0.82)],
+                 key='eval_population_top1')
   _synthetic_log(tmp_path / 'slow', [(100, 0.1), (200, 0.2)])
-  curves = {'Inception': {'ema': reproduce.eval_curve(str(tmp_path / 'inception'))},
-            'BN-x5': {'ema': reproduce.eval_curve(str(tmp_path / 'bn')),
-                      'population': reproduce.eval_curve(str(tmp_path / 'bn'),
-                                                         'eval_population_top1')},
-            'BN-x5-Sigmoid': {'ema': reproduce.eval_curve(str(tmp_path / 'slow'))}}
-  rows = {r['model']: r for r in reproduce.figure3_rows(curves, 'Inception')}
-  assert rows['Inception']['target'] == 0.8
-  assert rows['Inception']['steps_ema'] == 300
-  assert rows['BN-x5']['steps_ema'] == 200 and rows['BN-x5']['best_ema'] == 0.85
-  assert rows['BN-x5']['steps_population'] == 100
-  assert rows['BN-x5-Sigmoid']['steps_ema'] is None
-  table = reproduce.figure3_markdown(list(rows.values()), {'BN-x5': 0.075})
-  assert '| BN-x5 | 0.075 | 200 | 100 | 0.8500 | 0.8300 | 2.1e6 | 73.0% |' in table
-  assert '| BN-x5-Sigmoid | 0 | never |' in table
+  _synthetic_log(tmp_path / 'slow', [(100, 0.1), (200, 0.3)], key='eval_population_top1')
+
+  def curves(name):
+    return {m: reproduce.eval_curve(str(tmp_path / name), f'{m}_top1')
+            for m in ('eval', 'eval_population')}
+
+  seeds = {'Inception': [curves('inception0'), curves('inception1')],
+           'BN-x5': [curves('bn0'), curves('bn1')], 'BN-x5-Sigmoid': [curves('slow')]}
+  target = (0.8 + 0.78) / 2    # the mean over seeds of Inception's best
+  rows = {r['model']: r for r in reproduce.model_rows(seeds, target)}
+  x5 = rows['BN-x5']['eval_population']
+  assert (x5['steps'].mean, x5['steps'].low, x5['steps'].high) == (200, 100, 300)
+  assert x5['best'].mean == pytest.approx(0.83) and x5['best'].count == 2
+  assert rows['Inception']['eval']['steps'].count == 1     # seed 1 never reached 0.79
+  assert 'eval_population' not in rows['Inception']
+  table = reproduce.figure3_markdown(list(rows.values()), target, {'BN-x5': 0.075})
+  assert ('| BN-x5 | 2 | 0.075 | 200 (100-300) | 0.8300 (0.8200-0.8400) | 0.8300 (0.8200-0.8400) '
+          '| 2.1e6 | 73.0% |') in table
+  assert '| Inception | 2 | 0 | 300 (300-300), 1/2 reached |' in table
+  assert '| BN-x5-Sigmoid | 1 | 0 | never | 0.3000 | 0.3000 |' in table
+  # The swing between evaluations: mean |change| over the second half of each curve.
+  assert reproduce.swing([0.1, 0.2, 0.5, 0.4, 0.6]) == pytest.approx((0.1 + 0.2) / 2)
+  assert '| BN-x5 | population |' in reproduce.statistics_markdown([rows['BN-x5']])
 
 
 def test_plots_show_the_data_they_are_given(tmp_path):
@@ -128,6 +142,12 @@ def test_plots_show_the_data_they_are_given(tmp_path):
   highs = [r['unit_percentiles']['85'] for r in records]
   assert band[:, 1].min() == pytest.approx(min(lows))
   assert band[:, 1].max() == pytest.approx(max(highs))
+
+  fig = plots.mean_curves({'m': [([1, 2, 3], [0.1, 0.5, 0.7]), ([1, 2, 3], [0.3, 0.3, 0.9])]},
+                          title='t')
+  np.testing.assert_allclose(fig.axes[0].lines[0].get_xydata(), [[1, 0.2], [2, 0.4], [3, 0.8]])
+  band = fig.axes[0].collections[0].get_paths()[0].vertices
+  assert band[:, 1].min() == pytest.approx(0.1) and band[:, 1].max() == pytest.approx(0.9)
 
   fig = plots.drift_curves({'run': records}, 'hidden3')
   w1 = fig.axes[0].lines[0].get_xydata()
@@ -165,22 +185,23 @@ def test_reproduction_commands_give_valid_configs(plan_name, dataset, repo_root,
   overrides give a config that validates and trains for the plan's steps."""
   monkeypatch.setattr(device_map, 'device_count', lambda: 2)   # as `make reproduce` runs
   plan = getattr(reproduce, plan_name)
-  for batch_norm in (False, True):
-    command = reproduce.mlp_command(plan, dataset, batch_norm, '/tmp/w')
-    config = _config_of(command, repo_root)
-    config_checks.validate(config)
-    assert config.model.batch_norm == batch_norm and config.data.dataset == dataset
-    assert durations.parse('', config.train_for).steps(1) == plan.mlp_steps
-  for name in reproduce.TWINS:
-    command = reproduce.twin_command(plan, dataset, name, '/tmp/w')
+  runs = reproduce.plan_runs(plan)
+  assert len({run.slug for run in runs}) == len(runs)        # one workdir each
+  for run in runs:
+    command = reproduce.command(run, plan, dataset, '/tmp/w')
     config = _config_of(command, repo_root)
     with config.unlocked():
-      config.hooks.ics_probe.layers = tuple(reproduce.PROBE_LAYERS)
+      config.hooks.ics_probe.layers = ('hidden3',) if run.is_mlp else reproduce.PROBE_LAYERS
     config_checks.validate(config)
     assert config.data.dataset == dataset and config.name.startswith(dataset)
-    assert config.model.batch_norm == name.startswith('BN')
-    assert durations.parse('', config.train_for).steps(1) == plan.twin_steps
-    assert config.hooks.eval_population.num_batches == plan.eval_population_batches
+    assert config.seed == run.seed
+    assert config.model.batch_norm == (run.model.startswith('BN') or run.model == 'MLP with BN')
+    assert config.model.bn.group_size == (1 if run.variant == 'per-replica BN' else 0)
+    assert durations.parse('', config.train_for).steps(1) == reproduce.run_steps(run, plan)
+    if not run.is_mlp:
+      assert config.hooks.eval_population.num_batches == plan.eval_population_batches
+  seeded = [r for r in runs if r.model == 'BN-x5' and not r.variant]
+  assert [r.seed for r in seeded] == list(plan.seeds)
 
 
 def test_hook_cadence():

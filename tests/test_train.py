@@ -94,7 +94,8 @@ def test_small_real_dataset_learns_and_records_targets(tiny_config, tmp_path):
     next(stream)
   stats, _, _ = population.compute(run.recipe.model, run.variables(), source.spec, stream, 2)
   direct = exact.evaluate(
-      run.recipe.eval_step('population'), run.variables(device_map.replicate(stats)),
+      run.recipe.eval_step('population'),
+      run.variables('population', population_stats=device_map.replicate(stats)),
       pipeline.EvalData(source, global_batch=config.eval_batch_size)).result
   assert population_records[-1]['eval_population_top1'] == pytest.approx(direct.top1, abs=1 / 256)
   assert population_records[-1]['eval_population_loss'] == pytest.approx(direct.loss, rel=1e-4)

@@ -21,10 +21,11 @@ from bn_repro.errors import UserError, check_choice
 from bn_repro.evaluation import exact, population
 from bn_repro.evaluation.checkpoint_population import require_batch_norm
 from bn_repro.evaluation.trained import latest_step, load_trained
+from bn_repro.models.batchnorm import EVAL_STATISTICS
 from bn_repro.parallel import device_map
 from bn_repro.workdir import Workdir, write_json
 
-STATS = ('ema', 'population')
+STATS = EVAL_STATISTICS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +77,8 @@ def evaluate_workdir(workdir: str, spec: EvalSpec, *, step: int | None = None,
                                  crop_fraction=config.data.eval_crop_fraction)
   eval_data = pipeline.EvalData(source, global_batch=batch_size, preprocess=preprocess,
                                 split=split)
-  variables = trained.variables(device_map.replicate(population_stats)
-                                if population_stats else None)
+  variables = trained.variables(spec.stats, population_stats=device_map.replicate(
+      population_stats) if population_stats else None)
   evaluation = exact.evaluate(trained.recipe.eval_step(spec.stats), variables, eval_data,
                               keep_probs=save_probs)
   record = {

@@ -11,7 +11,7 @@ import dataclasses
 from bn_repro.errors import UserError
 from bn_repro.training.checkpoints import Checkpoints
 from bn_repro.training.recipe import InferenceRecipe
-from bn_repro.training.state import model_variables
+from bn_repro.training.state import eval_variables
 from bn_repro.workdir import Workdir
 
 
@@ -26,8 +26,11 @@ class TrainedModel:
   def config(self):
     return self.recipe.config
 
-  def variables(self, population_stats=None) -> dict:
-    return model_variables(self.model_part, population_stats)
+  def variables(self, statistics: str = 'ema', population_stats=None) -> dict:
+    """Variables for evaluating with `statistics` (models.batchnorm.EVAL_STATISTICS)."""
+    return eval_variables(self.model_part, statistics, step=self.step,
+                          momentum=self.config.model.bn.momentum,
+                          population_stats=population_stats)
 
 
 def latest_step(workdir: Workdir) -> int | None:

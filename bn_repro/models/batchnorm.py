@@ -13,6 +13,11 @@ call by `stats`:
 - 'population': population statistics from Algorithm 2 (variable collection
   POPULATION_STATS), computed after training by `bn_repro.evaluation.population`.
 
+For evaluation there is a third choice, 'ema_debiased': the EMA with the
+weight of its initial value removed (`debiased_ema`), which the layer uses in
+its 'ema' mode. Early in training, or with a momentum close to 1, the plain
+EMA still holds much of its initial (0, 1); the debiased one does not.
+
 In 'batch' mode the layer also records the batch moments it normalized with
 (collection BATCH_MOMENTS: mean, biased var, and count = the number of values
 pooled per feature in the whole BN group) when that collection is mutable, so
@@ -25,6 +30,7 @@ import math
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -32,6 +38,10 @@ EMA_STATS = 'ema_stats'
 POPULATION_STATS = 'population_stats'
 BATCH_MOMENTS = 'batch_moments'
 STATS_MODES = ('batch', 'ema', 'population')
+# The statistics an evaluation can normalize with.
+EVAL_STATISTICS = ('ema', 'ema_debiased', 'population')
+# Where the EMA starts (see BatchNorm.__call__).
+EMA_INITIAL = {'mean': 0.0, 'var': 1.0}
 
 
 def _keep_last(_, new):
@@ -111,3 +121,25 @@ class BatchNorm(nn.Module):
     self.sow(BATCH_MOMENTS, 'var', var, reduce_fn=_keep_last)
     self.sow(BATCH_MOMENTS, 'count', jnp.float32(count), reduce_fn=_keep_last)
     return mean, var
+
+
+def layer_mode(statistics: str) -> str:
+  """The BatchNorm mode that evaluates with `statistics` (one of EVAL_STATISTICS)."""
+  return 'ema' if statistics == 'ema_debiased' else statistics
+
+
+def debiased_ema(ema_stats, step, momentum: float):
+  """EMA statistics after `step` updates, with the initial value's weight removed.
+
+  After t updates ema_t = m^t * init + (1 - m) * sum_i m^(t-i) x_i, so
+  (ema_t - m^t * init) / (1 - m^t) is the weighted mean of the batch values
+  alone (Adam's bias correction, for an EMA that did not start at zero).
+  """
+  weight = momentum ** jnp.asarray(step, jnp.float32)
+  weight = jnp.minimum(weight, 1 - 1e-7)   # step 0: nothing to debias, avoid 0 / 0
+
+  def debias(path, value):
+    initial = EMA_INITIAL[path[-1].key]
+    return (value - weight * initial) / (1 - weight)
+
+  return jax.tree_util.tree_map_with_path(debias, ema_stats)

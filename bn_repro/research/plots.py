@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
@@ -20,6 +21,26 @@ def accuracy_curves(curves: dict[str, tuple[list, list]], *, title: str,
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for label, (steps, values) in curves.items():
     ax.plot(steps, values, label=label, marker='.' if len(steps) < 40 else None)
+  ax.set_xlabel('training step')
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(loc='lower right', fontsize='small')
+  return fig
+
+
+def mean_curves(runs: dict[str, list[tuple[list, list]]], *, title: str,
+                ylabel: str = 'test top-1 accuracy'):
+  """runs: {label: [(steps, values) per seed]}: the mean over seeds as a line and the range
+  (min to max) as a band, on the steps every seed evaluated."""
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for label, curves in runs.items():
+    steps = sorted(set.intersection(*(set(s) for s, _ in curves)))
+    table = np.array([[dict(zip(s, v))[step] for step in steps] for s, v in curves])
+    line, = ax.plot(steps, table.mean(0), label=f'{label} ({len(curves)} seeds)'
+                    if len(curves) > 1 else label)
+    if len(curves) > 1:
+      ax.fill_between(steps, table.min(0), table.max(0), alpha=0.2, color=line.get_color())
   ax.set_xlabel('training step')
   ax.set_ylabel(ylabel)
   ax.set_title(title)

@@ -4,8 +4,9 @@
   config.hooks.checkpoint = dict(kind='checkpoint', every='2000 steps', keep=3)
 
 Kinds (their options are below, in KINDS):
-- evaluate:   exact evaluation of the eval split with the EMA or with population
-              statistics freshly computed over `num_batches` training batches;
+- evaluate:   exact evaluation of the eval split with the EMA ('ema'), the
+              debiased EMA ('ema_debiased') or population statistics freshly
+              computed over `num_batches` training batches ('population');
               writes <name>_top1, <name>_top5, <name>_loss, ...
 - ics_probe:  the internal-covariate-shift probe on chosen layers;
 - targets:    the first step at which a metric reached each target value
@@ -28,14 +29,15 @@ from absl import logging
 from bn_repro.data import pipeline
 from bn_repro.errors import ConfigError, check_choice
 from bn_repro.evaluation import exact, population
+from bn_repro.models.batchnorm import EVAL_STATISTICS
 from bn_repro.parallel import device_map
 from bn_repro.research import ics_probe
 from bn_repro.training import durations
 from bn_repro.training.checkpoints import Checkpoints
 from bn_repro.training.recipe import TrainingRecipe
+from bn_repro.training.state import eval_variables
 from bn_repro.workdir import Workdir, read_json, write_json
 
-EVAL_STATS = ('ema', 'population')
 
 
 @dataclasses.dataclass
@@ -111,8 +113,11 @@ class EvaluateHook(Hook):
     return device_map.replicate(stats)
 
   def __call__(self, step, state, outputs):
-    stats = self._population_stats(state) if self.stats == 'population' else None
-    evaluation = exact.evaluate(self.ctx.recipe.eval_step(self.stats), state.variables(stats),
+    population_stats = self._population_stats(state) if self.stats == 'population' else None
+    variables = eval_variables(state.model_part(), self.stats, step=state.step,
+                               momentum=self.ctx.config.model.bn.momentum,
+                               population_stats=population_stats)
+    evaluation = exact.evaluate(self.ctx.recipe.eval_step(self.stats), variables,
                                 self.ctx.eval_data)
     return evaluation.result.metrics(prefix=f'{self.name}_')
 
@@ -199,7 +204,7 @@ class Kind:
 
 
 def _stats(field, value):
-  check_choice(field, value, EVAL_STATS)
+  check_choice(field, value, EVAL_STATISTICS)
 
 
 def _non_negative_int(field, value):
@@ -287,10 +292,10 @@ def build_hooks(ctx: HookContext) -> list[Hook]:
       if cadence == durations.NEVER:
         continue
       options = kind.resolved_options(spec)
-      if kind_name == 'evaluate' and options['stats'] == 'population' and \
+      if kind_name == 'evaluate' and options['stats'] != 'ema' and \
           not ctx.config.model.batch_norm:
-        logging.info('hooks.%s: %s has no BatchNorm; no population statistics to evaluate with',
-                     name, ctx.config.name)
+        logging.info('hooks.%s: %s has no BatchNorm, so no %s statistics: skipped', name,
+                     ctx.config.name, options['stats'])
         continue
       hooks.append(kind.hook(name, durations.cadence_in_steps(cadence, ctx.recipe.steps_per_epoch),
                              cadence == durations.END, ctx, **options))

@@ -91,12 +91,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start_step = int(device_map.to_host(state.step))
   device_map.check_same_on_all_processes('config', config.to_json_best_effort(sort_keys=True))
   device_map.check_same_on_all_processes('start step', str(start_step))
+  per_device = config.global_batch_size // device_map.device_count()
   logging.info('%s: %d devices on %d processes, global batch %d (%d per device), BN statistics '
-               'over %s, %d steps per epoch, training steps %d -> %d, peak learning rate %g',
-               config.name, device_map.device_count(), device_map.process_count(),
-               config.global_batch_size, config.global_batch_size // device_map.device_count(),
-               recipe.bn_groups.describe(), steps_per_epoch, start_step, num_steps,
-               optim.peak_learning_rate(config.optimizer))
+               'over %s (%d examples), %d steps per epoch, training steps %d -> %d, peak '
+               'learning rate %g', config.name, device_map.device_count(),
+               device_map.process_count(), config.global_batch_size, per_device,
+               recipe.bn_groups.describe(), per_device * recipe.bn_groups.size, steps_per_epoch,
+               start_step, num_steps, optim.peak_learning_rate(config.optimizer))
 
   config_json = json.loads(config.to_json_best_effort())
   shapes = param_shapes(state.params)

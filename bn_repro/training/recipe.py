@@ -17,6 +17,7 @@ import optax
 from bn_repro.data.specs import DatasetSpec, dataset_spec, image_shape
 from bn_repro.evaluation.exact import make_eval_step
 from bn_repro.models import abstract_variables, build_model
+from bn_repro.models.batchnorm import layer_mode
 from bn_repro.parallel import device_map
 from bn_repro.training import optim
 from bn_repro.training.checkpoints import abstract_like
@@ -40,10 +41,14 @@ class InferenceRecipe:
     return abstract_like(abstract_variables(self.model, self.image_shape),
                          device_map.replicated_sharding())
 
+  def eval_step(self, statistics: str):
+    """The compiled exact-evaluation step for BN `statistics` (models.batchnorm.EVAL_STATISTICS);
+    'ema' and 'ema_debiased' share one program."""
+    return self._eval_step(layer_mode(statistics))
+
   @functools.cache
-  def eval_step(self, stats: str):
-    """The compiled exact-evaluation step with BN statistics `stats` (one per kind)."""
-    return make_eval_step(self.model, self.spec, stats=stats)
+  def _eval_step(self, mode: str):
+    return make_eval_step(self.model, self.spec, stats=mode)
 
 
 class TrainingRecipe(InferenceRecipe):

@@ -11,7 +11,7 @@ import optax
 from flax import struct
 
 from bn_repro.models import init_variables
-from bn_repro.models.batchnorm import EMA_STATS, POPULATION_STATS
+from bn_repro.models.batchnorm import EMA_STATS, POPULATION_STATS, debiased_ema
 
 
 class TrainState(struct.PyTreeNode):
@@ -43,6 +43,18 @@ def model_variables(model_part: dict, population_stats=None) -> dict:
   if population_stats is not None:
     variables[POPULATION_STATS] = population_stats
   return variables
+
+
+_debiased = jax.jit(debiased_ema, static_argnums=2)
+
+
+def eval_variables(model_part: dict, statistics: str, *, step, momentum: float,
+                   population_stats=None) -> dict:
+  """Variables for evaluating with `statistics` (models.batchnorm.EVAL_STATISTICS) after
+  `step` training steps; population_stats is needed for 'population' only."""
+  if statistics == 'ema_debiased':
+    model_part = dict(model_part, **{EMA_STATS: _debiased(model_part[EMA_STATS], step, momentum)})
+  return model_variables(model_part, population_stats if statistics == 'population' else None)
 
 
 def create_train_state(model, tx: optax.GradientTransformation, image_shape,

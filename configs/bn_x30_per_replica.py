@@ -1,0 +1,15 @@
+"""BN-x30 with BN statistics over each replica's 32 examples, as in the paper.
+
+The paper's replicas each normalized over their own mini-batch of 32; here each
+device does (model.bn.group_size = 1), so run it on global_batch_size / 32
+devices: 8 for the default global batch of 256.
+"""
+
+from configs import bn_x30
+
+
+def get_config():
+  c = bn_x30.get_config()
+  c.name = 'bn_x30_per_replica'
+  c.model.bn.group_size = 1
+  return c
