@@ -102,12 +102,14 @@ class Run:
 
 
 def plan_runs(plan: Plan) -> list[Run]:
-  """Every training run of a plan, in the order they run."""
-  runs = [Run(model, seed) for model in MLPS for seed in plan.seeds]
-  runs += [Run(model, seed) for model in SEEDED_TWINS for seed in plan.seeds]
-  runs += [Run(model, plan.seeds[0]) for model in TWINS if model not in SEEDED_TWINS]
-  runs += [Run(model, plan.seeds[0], 'per-replica BN') for model in PER_REPLICA]
-  runs += [Run(model, plan.seeds[0], 'long') for model in LONG_TWINS]
+  """Every training run of a plan, in the order they run: seed by seed, so that a partial
+  reproduction already has every compared model at the first seeds."""
+  first = plan.seeds[0]
+  runs = [Run(model, seed) for seed in plan.seeds for model in MLPS]
+  runs += [Run(model, first) for model in TWINS]
+  runs += [Run(model, first, 'per-replica BN') for model in PER_REPLICA]
+  runs += [Run(model, seed) for seed in plan.seeds[1:] for model in SEEDED_TWINS]
+  runs += [Run(model, first, 'long') for model in LONG_TWINS]
   return runs
 
 
