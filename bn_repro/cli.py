@@ -1,7 +1,14 @@
-"""What every script shares: multi-process start-up, one-line errors, quiet libraries."""
+"""What every script shares: multi-process start-up, one-line errors, quiet libraries.
+
+A mistake the user can fix (a bad flag or config, a missing file, a full or
+read-only disk, a workdir in use) ends the script with one line on stderr,
+`error: ...`, and exit status 2; `--verbose` shows the traceback too. A run
+stopped by SIGTERM after saving exits 0, by Ctrl-C (SIGINT) 130.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -9,39 +16,109 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import logging  # noqa: E402
 
-from absl import app  # noqa: E402
+from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
 # jax logs at INFO which backends it could not find (TPU, GPU) on every start.
 logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
 
 
+_CHATTY = ('/orbax/', '/tensorflow_datasets/')
+# Libraries whose background threads log the tracebacks of a failed write before the
+# failure reaches the code that waits for it, which then reports it in one line.
+_REPORTED_BY_US = ('/orbax/', '/asyncio/')
+
+
 def _not_library_chatter(record: logging.LogRecord) -> bool:
-  """Drops INFO lines of orbax and tfds (dozens per checkpoint / dataset)."""
+  """Drops INFO lines of orbax and tfds (dozens per checkpoint / dataset), and the error
+  logs of orbax's background writes (unless --verbose): their failure is reported once."""
+  if record.levelno >= logging.ERROR and any(p in record.pathname for p in _REPORTED_BY_US):
+    return flags.FLAGS.is_parsed() and flags.FLAGS.verbose
   if record.levelno >= logging.WARNING:
     return True
-  return not any(part in record.pathname for part in ('/orbax/', '/tensorflow_datasets/'))
+  return not any(part in record.pathname for part in _CHATTY)
 
 
-logging.getLogger('absl').addFilter(_not_library_chatter)
+for _logger in ('absl', 'asyncio'):
+  logging.getLogger(_logger).addFilter(_not_library_chatter)
 
 from bn_repro.errors import Interrupted, UserError  # noqa: E402
 from bn_repro.parallel import distributed  # noqa: E402
 
+flags.DEFINE_bool('verbose', False, 'Show the traceback of errors, not only their one line.')
+
+EXIT_USER_ERROR = 2
+EXIT_SIGINT = 130
+# OS errors that are the machine's state, not a bug: one line is enough.
+_USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EFBIG,
+                   errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EPERM}
+
+
+def _first_line(error: BaseException) -> str:
+  """The innermost cause's message, on one line."""
+  while error.__cause__ is not None or error.__context__ is not None:
+    error = error.__cause__ or error.__context__
+  text = str(error).strip().splitlines()
+  return text[-1].strip() if text else type(error).__name__
+
+
+def _fail(message: str) -> None:
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(EXIT_USER_ERROR)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, plus loading every config flag now, as one-line errors."""
+  try:
+    remaining = flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(f'{e}')
+  except (AttributeError, KeyError) as e:   # an override of a field the config lacks
+    _fail(f'a --config.* override names a field the config does not have: {_first_line(e)}')
+  except Exception as e:  # config_flags raises whatever loading the file raised
+    _fail(f'the config file could not be loaded: {_first_line(e)}')
+  for name in list(flags.FLAGS):
+    flag = flags.FLAGS[name]
+    if type(flag).__name__ == '_ConfigFlag':   # an ml_collections config file flag
+      try:
+        if flag.value is not None:
+          flag.value.keys()  # a config that failed to load raises here (not at parsing)
+      except Exception as e:
+        _fail(f'--{name}: {_first_line(e)}')
+  if len(remaining) > 1:
+    _fail(f'unexpected arguments {remaining[1:]}: every option is a --flag')
+  return remaining
+
 
 def start(main) -> None:
-  """absl's app.run: joins the other processes of a multi-process run, then runs main.
-  A UserError prints as one line (exit status 2); an Interrupted run logs why (status 0)."""
+  """absl's app.run with the error handling above: joins the other processes of a
+  multi-process run, then runs main(argv)."""
 
   def guarded(argv):
     try:
       distributed.initialize()
+      f = flags.FLAGS
+      distributed.enable_compilation_cache(f.compilation_cache_dir if f.compilation_cache
+                                           else None)
+      distributed.check_backend(f.allow_cpu)
       return main(argv)
-    except UserError as e:
-      print(f'error: {e}', file=sys.stderr)
-      sys.exit(2)
     except Interrupted as e:
-      absl_logging.info('%s', e)
+      absl_logging.warning('%s', e)
+      if getattr(e, 'signal_name', '') == 'SIGINT':
+        sys.exit(EXIT_SIGINT)
+      distributed.requeue_if_asked()
       sys.exit(0)
+    except KeyboardInterrupt:
+      print('interrupted (Ctrl-C)', file=sys.stderr)
+      sys.exit(EXIT_SIGINT)
+    except UserError as e:
+      if flags.FLAGS.verbose:
+        raise
+      _fail(str(e))
+    except OSError as e:
+      if flags.FLAGS.verbose or e.errno not in _USER_OS_ERRORS:
+        raise
+      where = f' ({e.filename})' if e.filename else ''
+      _fail(f'{e.strerror or e}{where}; run again with --verbose for the traceback')
 
-  app.run(guarded)
+  app.run(guarded, flags_parser=_parse_flags)

@@ -1,6 +1,7 @@
 """A run's workdir: every file in it is named here, and written through here.
 
   <workdir>/config.json              the config the run trains with
+  <workdir>/config_history.jsonl     earlier configs, when a change was allowed on purpose
   <workdir>/checkpoints/<step>/      orbax checkpoints (model, training state, metadata)
   <workdir>/metrics.jsonl            one JSON record per metrics write (for plots)
   <workdir>/events.out.tfevents.*    TensorBoard
@@ -9,21 +10,29 @@
   <workdir>/eval/<name>_step<S>.*    evaluations of checkpoints (JSON, and .npz probabilities)
   <workdir>/population_stats/<S>/    population statistics (Algorithm 2) of checkpoint S
   <workdir>/ics_probe.jsonl          internal-covariate-shift probe records
+  <workdir>/.lock                    held by the training run working in it
 
-Only process 0 writes the JSON files; every process may read them.
+Only process 0 writes; every process may read. Every file is written whole
+(files.write_text), so a crash never leaves half a JSON file behind; a file
+that is damaged anyway is a one-line error naming it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import os
+import socket
 
 import ml_collections
 
+from bn_repro import files
 from bn_repro.errors import UserError
 from bn_repro.parallel import device_map
 
 CONFIG_FILE = 'config.json'
+CONFIG_HISTORY_FILE = 'config_history.jsonl'
 CHECKPOINT_DIR = 'checkpoints'
 METRICS_FILE = 'metrics.jsonl'
 TARGETS_FILE = 'targets.json'
@@ -31,6 +40,7 @@ RESULTS_FILE = 'results.json'
 EVAL_DIR = 'eval'
 POPULATION_DIR = 'population_stats'
 PROBE_FILE = 'ics_probe.jsonl'
+LOCK_FILE = '.lock'
 
 
 def write_json(path: str, value) -> None:
@@ -38,30 +48,55 @@ def write_json(path: str, value) -> None:
   old file or the new one, never half of one."""
   if device_map.process_index() != 0:
     return
-  path = os.path.abspath(path)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  temporary = f'{path}.tmp{os.getpid()}'
-  with open(temporary, 'w', encoding='utf-8') as f:
-    json.dump(value, f, indent=1)
-  os.replace(temporary, path)
+  files.make_dirs(os.path.dirname(files.absolute(path)))
+  files.write_text(path, json.dumps(value, indent=1))
 
 
 def read_json(path: str):
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+  """The JSON value in `path`, or a one-line UserError if the file is damaged."""
+  try:
+    return json.loads(files.read_text(path))
+  except ValueError as e:
+    raise UserError(f'{path} is damaged ({e}); restore it from a backup or delete it') from e
+
+
+def read_json_lines(path: str) -> list[dict]:
+  """The records of a JSON-lines file; a last line cut short by a crash is dropped."""
+  lines = files.read_text(path).splitlines()
+  records = []
+  for number, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except ValueError as e:
+      if number == len(lines) - 1:
+        break
+      raise UserError(f'{path} is damaged at line {number + 1} ({e})') from e
+  return records
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
 
 
 class Workdir:
   """The files of one run's workdir (see the module docstring)."""
 
   def __init__(self, path: str):
-    self.path = os.path.abspath(path)
+    self.path = files.absolute(path)
 
   def __str__(self) -> str:
     return self.path
 
   def file(self, name: str) -> str:
-    return os.path.join(self.path, name)
+    return files.join(self.path, name)
 
   @property
   def config_file(self) -> str:
@@ -92,29 +127,122 @@ class Workdir:
     return self.file(POPULATION_DIR)
 
   def population_dir(self, step: int) -> str:
-    return os.path.join(self.population_root, str(step))
+    return files.join(self.population_root, str(step))
 
   def eval_files(self, name: str, step: int) -> tuple[str, str]:
     """(JSON record, .npz probabilities) of the evaluation `name` of checkpoint `step`."""
-    base = os.path.join(self.file(EVAL_DIR), f'{name}_step{step}')
+    base = files.join(self.file(EVAL_DIR), f'{name}_step{step}')
     return base + '.json', base + '.npz'
 
   def create(self) -> None:
-    os.makedirs(self.path, exist_ok=True)
+    """Creates the workdir, or says in one line why it cannot be one."""
+    if files.exists(self.path) and not files.is_dir(self.path):
+      raise UserError(f'--workdir {self.path} is a file, not a folder')
+    try:
+      files.make_dirs(self.path)
+    except OSError as e:
+      raise UserError(f'cannot create --workdir {self.path}: {e.strerror or e}') from e
+    if not self.writable():
+      raise UserError(f'--workdir {self.path} is not writable')
 
-  def write_config(self, config: ml_collections.ConfigDict) -> None:
-    write_json(self.config_file, json.loads(config.to_json_best_effort()))
+  def writable(self) -> bool:
+    """Whether this process may write here (cloud storage: assumed; permissions show on write)."""
+    return files.is_remote(self.path) or os.access(self.path, os.W_OK)
+
+  # The config: the run's identity.
+
+  def saved_config(self) -> ml_collections.ConfigDict | None:
+    if not files.exists(self.config_file):
+      return None
+    return ml_collections.ConfigDict(read_json(self.config_file))
 
   def load_config(self) -> ml_collections.ConfigDict:
     """The config this workdir was trained with."""
-    if not os.path.exists(self.config_file):
+    config = self.saved_config()
+    if config is None:
       raise UserError(f'{self.config_file} does not exist: is {self.path} a training workdir?')
-    return ml_collections.ConfigDict(read_json(self.config_file))
+    return config
+
+  def write_config(self, config: ml_collections.ConfigDict, *, replaced_because: str = '') -> None:
+    """Records the config; when it replaces another, the old one goes to the history file."""
+    if replaced_because and device_map.process_index() == 0:
+      previous = read_json(self.config_file)
+      record = {'replaced': datetime.datetime.now().isoformat(timespec='seconds'),
+                'difference': replaced_because, 'config': previous}
+      files.append_text(self.file(CONFIG_HISTORY_FILE), json.dumps(record) + '\n')
+    write_json(self.config_file, json.loads(config.to_json_best_effort()))
+
+  # Results.
 
   def read_results(self) -> dict | None:
-    return read_json(self.results_file) if os.path.exists(self.results_file) else None
+    return read_json(self.results_file) if files.exists(self.results_file) else None
 
   def read_metrics(self) -> list[dict]:
-    """The records of metrics.jsonl, in order."""
-    with open(self.metrics_file, encoding='utf-8') as f:
-      return [json.loads(line) for line in f if line.strip()]
+    """One record per step in step order, merging every write at that step (a later value of
+    a metric at the same step replaces the earlier)."""
+    merged = {}
+    for record in read_json_lines(self.metrics_file):
+      merged.setdefault(record['step'], {}).update(record)
+    return [merged[step] for step in sorted(merged)]
+
+  def keep_metrics_up_to(self, step: int) -> None:
+    """Drops the metrics written after `step` (a resumed run writes them again)."""
+    if device_map.process_index() != 0 or not files.exists(self.metrics_file):
+      return
+    lines = files.read_text(self.metrics_file).splitlines()
+    kept = [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
+    if len(kept) != len(lines):
+      files.write_text(self.metrics_file, ''.join(line + '\n' for line in kept))
+
+  # The lock of the training run working here.
+
+  @contextlib.contextmanager
+  def lock(self):
+    """Held while a training run works here; another run on the same workdir is refused
+    (a lock left by a dead process on this host is taken over)."""
+    if device_map.process_index() != 0:
+      yield
+      return
+    path = self.file(LOCK_FILE)
+    owner = {'pid': os.getpid(), 'host': socket.gethostname(),
+             'since': datetime.datetime.now().isoformat(timespec='seconds')}
+    while not _create_exclusive(path, json.dumps(owner)):
+      try:
+        holder = json.loads(files.read_text(path))
+      except (ValueError, FileNotFoundError):
+        holder = {}
+      if holder.get('host') == owner['host'] and not _pid_alive(int(holder.get('pid', -1))):
+        files.remove(path)   # left by a process that died
+        continue
+      raise UserError(
+          f'{self.path} is in use by process {holder.get("pid", "?")} on '
+          f'{holder.get("host", "?")} since {holder.get("since", "?")}; wait for it to '
+          f'finish, or delete {path} if that process is gone')
+    try:
+      yield
+    finally:
+      files.remove(path)
+
+
+def _step_of(line: str) -> int | None:
+  try:
+    return int(json.loads(line)['step'])
+  except (ValueError, KeyError, TypeError):
+    return None
+
+
+def _create_exclusive(path: str, text: str) -> bool:
+  """Creates `path` with `text` unless it exists (atomic locally; on cloud storage a check
+  and a write, which two runs starting in the same second could both pass)."""
+  if files.is_remote(path):
+    if files.exists(path):
+      return False
+    files.write_text(path, text)
+    return True
+  try:
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+  except FileExistsError:
+    return False
+  with os.fdopen(fd, 'w', encoding='utf-8') as f:
+    f.write(text)
+  return True

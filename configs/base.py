@@ -37,6 +37,9 @@ def get_config():
 
   c.data = d = ml_collections.ConfigDict()
   d.dataset = 'imagenet2012'
+  # 0: the original images; 256/288/320/352: a copy with shorter sides at most that
+  # (scripts/prepare_data.py --shorter_side; bn_repro/data/resized.py says why 320).
+  d.stored_shorter_side = 0
   d.data_dir = ml_collections.FieldReference(None, field_type=str)   # tfds data_dir (None: tfds default)
   d.manual_dir = ml_collections.FieldReference(None, field_type=str)  # where the ILSVRC2012 tar files are
   d.local_dir = ml_collections.FieldReference(None, field_type=str)   # MNIST-format IDX .gz files
@@ -49,6 +52,9 @@ def get_config():
   d.aspect_ratio = (3 / 4, 4 / 3)  # aspect ratio in [3/4, 4/3]
   d.flip = True
   d.photometric_strength = 1.0   # chosen scale of brightness/saturation/hue/contrast jitter
+  # The flip and the photometric distortions run in the train step on the accelerator;
+  # the host only decodes, crops and resizes (False: all of it on the host, in tf.data).
+  d.augment_on_device = True
   d.shuffle_buffer = 1024        # chosen: modest shuffling, before the paper's "more thorough" change
   d.prefetch = 2                 # batches kept on the devices ahead of the step
   d.cache_eval = False           # keep preprocessed eval images in memory
@@ -85,9 +91,12 @@ def get_config():
 
   c.optimizer = o = ml_collections.ConfigDict()
   o.learning_rate = 0.0015       # the paper's initial rate for Inception
-  # Effective rate = learning_rate * lr_scale. The paper's rates go with
-  # batches of 32 per replica; we scale them linearly to the global batch.
-  o.lr_scale = 256 / 32
+  # The paper's rates go with its replicas' batches of 32: the rate used is
+  # learning_rate x lr_scale x global_batch_size / reference_batch (linear
+  # scaling; 8x at 256), logged at start. scale_with_batch=False drops the last factor.
+  o.reference_batch = 32
+  o.scale_with_batch = True
+  o.lr_scale = 1.0
   o.momentum = 0.9               # GoogLeNet's momentum
   o.nesterov = False
   o.weight_decay = 4e-5          # chosen: L2 weight, TF-slim's value for Inception

@@ -47,6 +47,7 @@ def twin(c, dataset='fashion_mnist'):
   c.model.width = 0.125
   c.global_batch_size = 64
   c.eval_batch_size = 1000
+  c.optimizer.scale_with_batch = False
   c.optimizer.lr_scale = LR_SCALE
   c.optimizer.lr_decay_every = LR_DECAY_EVERY
   c.train_for = '4 epochs'

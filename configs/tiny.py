@@ -14,6 +14,7 @@ def get_config():
   c.log_every = '1 steps'
   c.hooks.checkpoint.every = '2 steps'
   c.data.shuffle_buffer = 256
+  c.data.in_memory = False   # read the records as ImageNet is read (and start faster)
   c.data.eval_split = 'test[:256]'
   c.hooks.targets.values = (0.2,)
   c.model.bn.momentum = 0.5  # the EMA must follow the weights within a few steps

@@ -24,6 +24,7 @@ flags.DEFINE_list('layers', None, 'Layers whose nonlinearity inputs to record.')
 flags.DEFINE_integer('every_steps', 100, 'Steps between records.')
 flags.DEFINE_integer('unit', 0, 'The unit (channel) whose percentiles are recorded.')
 flags.DEFINE_bool('plots', True, 'Write the plots after training.')
+flags.DEFINE_bool('allow_config_change', False, 'As in scripts/train.py.')
 flags.mark_flags_as_required(['config', 'workdir', 'layers'])
 
 
@@ -35,7 +36,7 @@ def main(argv):
     config.hooks.ics_probe.layers = tuple(f.layers)
     config.hooks.ics_probe.every = f'{f.every_steps} steps'
     config.hooks.ics_probe.unit = f.unit
-  train_and_evaluate(config, f.workdir)
+  train_and_evaluate(config, f.workdir, allow_config_change=f.allow_config_change)
   if f.plots:
     workdir = Workdir(f.workdir)
     records = ics_probe.read_records(workdir)

@@ -22,6 +22,8 @@ def main():
   command = args.command[1:] if args.command[:1] == ['--'] else args.command
   if not command:
     parser.error('give the command to run after --')
+  if args.num_processes < 1:
+    parser.error(f'--num_processes {args.num_processes}: it must be at least 1')
   if command[0] == 'python':
     command[0] = sys.executable
   status, _ = launch_local(command, args.num_processes,

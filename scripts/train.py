@@ -12,13 +12,18 @@ from bn_repro import cli
 from bn_repro.training.loop import train_and_evaluate
 
 config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and results.')
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and results '
+                    '(local or gs://).')
+flags.DEFINE_bool('allow_config_change', False,
+                  'Continue a workdir whose config trains something else (a changed model, '
+                  'optimizer, data or seed); the old config goes to its config history.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   del argv
-  train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+  f = flags.FLAGS
+  train_and_evaluate(f.config, f.workdir, allow_config_change=f.allow_config_change)
 
 
 if __name__ == '__main__':

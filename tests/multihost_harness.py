@@ -31,7 +31,9 @@ def fixed_batches():
   import numpy as np
   rng = np.random.RandomState(0)
   return [{'image': rng.randint(0, 256, (GLOBAL_BATCH, 28, 28, 1)).astype(np.uint8),
-           'label': rng.randint(0, 10, GLOBAL_BATCH).astype(np.int32)} for _ in range(STEPS)]
+           'label': rng.randint(0, 10, GLOBAL_BATCH).astype(np.int32),
+           'aug_seed': np.stack([np.full(GLOBAL_BATCH, step), np.arange(GLOBAL_BATCH)],
+                                axis=1).astype(np.uint32)} for step in range(STEPS)]
 
 
 def local_slice(batch):
@@ -55,7 +57,7 @@ def compute_and_save(out_dir, data_dir, bn_group_size=0):
   from bn_repro.evaluation import exact, population
   from bn_repro.parallel import device_map
   from bn_repro.training.checkpoints import Checkpoints, param_shapes
-  from bn_repro.training.recipe import TrainingRecipe
+  from bn_repro.training.recipes import TrainingRecipe
   from configs import tiny
 
   config = tiny.get_config()
@@ -66,6 +68,7 @@ def compute_and_save(out_dir, data_dir, bn_group_size=0):
   recipe = TrainingRecipe(config, steps_per_epoch=100)
   source = pipeline.Source(config.data)
   state = recipe.init_state()
+  initial = {**flat(state.params, 'initial_params'), **flat(state.ema_stats, 'initial_ema')}
 
   eval_data = pipeline.EvalData(source, global_batch=32)
   result = exact.evaluate(recipe.eval_step('ema'), state.variables(), eval_data).result
@@ -85,7 +88,7 @@ def compute_and_save(out_dir, data_dir, bn_group_size=0):
   if device_map.process_index() == 0:
     arrays = {'losses': np.asarray(losses),
               'eval_counts': np.asarray([result.count, result.top1_correct, result.top5_correct]),
-              **flat(state.params, 'params'), **flat(state.ema_stats, 'ema'),
+              **flat(state.params, 'params'), **flat(state.ema_stats, 'ema'), **initial,
               **flat(stats, 'population')}
     np.savez(os.path.join(out_dir, 'result.npz'), **arrays)
   device_map.sync_processes('harness done')

@@ -6,7 +6,7 @@ import numpy as np
 
 from bn_repro.data import pipeline
 from bn_repro.parallel import device_map
-from bn_repro.training.recipe import TrainingRecipe
+from bn_repro.training.recipes import TrainingRecipe
 
 STEPS = 50
 

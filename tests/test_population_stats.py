@@ -11,7 +11,7 @@ from bn_repro.evaluation import population as population_stats
 from bn_repro.models import build_model
 from bn_repro.models.batchnorm import POPULATION_STATS
 from bn_repro.parallel import device_map
-from bn_repro.training.recipe import TrainingRecipe
+from bn_repro.training.recipes import TrainingRecipe
 
 SPEC = dataset_spec('fashion_mnist')
 

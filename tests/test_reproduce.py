@@ -17,7 +17,7 @@ from bn_repro.training import config_checks, durations
 from bn_repro.training.hooks import Hook
 from bn_repro.training.loop import train_and_evaluate
 from bn_repro.training.metrics import JsonLinesWriter
-from bn_repro.training.recipe import TrainingRecipe
+from bn_repro.training.recipes import TrainingRecipe
 from bn_repro.workdir import Workdir
 
 

@@ -79,7 +79,7 @@ def test_cycle_finder_finds_a_planted_cycle():
 def test_import_graph_has_no_cycle(repo_root):
   graph = import_graph(repo_root)
   assert len(graph) > 30 and 'bn_repro.training.loop' in graph
-  assert 'bn_repro.training.recipe' in graph['bn_repro.training.loop']
+  assert 'bn_repro.training.recipes' in graph['bn_repro.training.loop']
   cycle = find_cycle(graph)
   assert cycle is None, ' -> '.join(cycle)
 
@@ -102,7 +102,7 @@ from bn_repro.benchmarks import steps as benchmark_steps
 from bn_repro.evaluation import exact, population
 from bn_repro.models import build_model
 from bn_repro.parallel import device_map
-from bn_repro.training.recipe import TrainingRecipe
+from bn_repro.training.recipes import TrainingRecipe
 from configs import tiny
 
 config = tiny.get_config()

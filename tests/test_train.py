@@ -16,7 +16,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from bn_repro.data import pipeline
-from bn_repro.data.on_device import standardize
+from bn_repro.data.on_device import Augmentation, standardize
 from bn_repro.errors import CheckpointError, ConfigError, DataError
 from bn_repro.evaluation import exact, population
 from bn_repro.evaluation.trained import load_trained
@@ -24,7 +24,7 @@ from bn_repro.models import build_model
 from bn_repro.parallel import device_map
 from bn_repro.training.checkpoints import Checkpoints
 from bn_repro.training.loop import TrainingDiverged, train_and_evaluate
-from bn_repro.training.recipe import TrainingRecipe
+from bn_repro.training.recipes import TrainingRecipe
 from bn_repro.workdir import Workdir
 
 MOCK_EXAMPLES = 40  # not a multiple of the eval batch: the last batch is padded
@@ -56,7 +56,8 @@ def test_paper_config_trains_on_mock_imagenet(name, tmp_path):
   train_records = [r for r in Workdir(str(tmp_path)).read_metrics() if 'train_loss' in r]
   assert [r['step'] for r in train_records] == [1, 2]
   assert all(np.isfinite(r['train_loss']) for r in train_records)
-  expected_lr = config.optimizer.learning_rate * config.optimizer.lr_scale
+  # The paper's rate is for batches of 32, scaled linearly to the global batch.
+  expected_lr = config.optimizer.learning_rate * config.global_batch_size / 32
   assert train_records[0]['learning_rate'] == pytest.approx(expected_lr)
   assert Checkpoints(Workdir(str(tmp_path)).checkpoint_dir).latest_step() == 2
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
@@ -92,7 +93,9 @@ def test_small_real_dataset_learns_and_records_targets(tiny_config, tmp_path):
       source, global_batch=config.global_batch_size, seed=config.seed + 1).batches(0), 2)
   for _ in range(2):
     next(stream)
-  stats, _, _ = population.compute(run.recipe.model, run.variables(), source.spec, stream, 2)
+  stats, _, _ = population.compute(run.recipe.model, run.variables(), source.spec, stream, 2,
+                                   augmentation=Augmentation.from_config(config.data),
+                                   seed=config.seed + 1)
   direct = exact.evaluate(
       run.recipe.eval_step('population'),
       run.variables('population', population_stats=device_map.replicate(stats)),
@@ -167,7 +170,7 @@ def test_nan_stops_within_a_step_and_keeps_the_last_good_checkpoint(tiny_config,
   config.train_for = '50 steps'
   config.optimizer.learning_rate = 1e30   # diverges at once
   with pytest.raises(TrainingDiverged, match=r'NaN/Inf at step [34] .*last checkpoint \(step 2\) is intact'):
-    train_and_evaluate(config, workdir)
+    train_and_evaluate(config, workdir, allow_config_change=True)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
   step, _, state = _params(workdir)
   assert step == 2 and all(np.isfinite(x).all() for x in jax.tree.leaves(state['model']['params']))
@@ -246,8 +249,11 @@ def test_checkpoint_of_another_architecture_or_corrupt_is_refused_untouched(tiny
 
   before = listing()
   config.model.width = 1 / 8
-  with pytest.raises(CheckpointError, match='holds another architecture') as info:
+  with pytest.raises(ConfigError, match=r'holds a run of another config \(model.width'):
     train_and_evaluate(config, workdir)
+  # Even when the change is allowed, the checkpoint of another architecture is refused.
+  with pytest.raises(CheckpointError, match='holds another architecture') as info:
+    train_and_evaluate(config, workdir, allow_config_change=True)
   assert '\n' not in str(info.value)
   assert listing() == before
 

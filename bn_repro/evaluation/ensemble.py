@@ -38,7 +38,8 @@ def ensemble(workdirs: list[str], spec: EvalSpec, *, batch_size: int | None = No
     member = saved_evaluation(workdir, spec, split)
     if member is None:
       log(f'evaluating {workdir} ({spec.name(split)}) ...')
-      member = evaluate_workdir(workdir, spec, batch_size=batch_size, save_probs=True)
+      member = evaluate_workdir(workdir, spec, batch_size=batch_size, keep_probs=True,
+                                save_probs=Workdir(workdir).writable())
     else:
       log(f'reusing the probabilities saved for {workdir}')
     members.append(member)

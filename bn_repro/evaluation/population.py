@@ -21,8 +21,6 @@ workdir's training data).
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 
 import jax
@@ -30,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from bn_repro.data.on_device import standardize
+from bn_repro import files
+from bn_repro.data.on_device import Augmentation, standardize, train_images
 from bn_repro.errors import UserError
 from bn_repro.models.batchnorm import BATCH_MOMENTS
 from bn_repro.parallel import device_map
@@ -40,13 +39,17 @@ META_FILE = 'meta.json'
 STATS_ITEM = 'stats'
 
 
-def make_moments_step(model, spec):
-  """(variables, batch) -> this batch's BN moments, averaged over all BN groups."""
+def make_moments_step(model, spec, augmentation: Augmentation | None = None, seed: int = 0):
+  """(variables, batch) -> this batch's BN moments, averaged over all BN groups.
+
+  Training batches arrive as the train step gets them: with `augmentation` (and the
+  seed of their stream) the step augments them as the train step does.
+  """
   # Statistics shared by all devices are already the same everywhere.
   all_devices = model.opts.bn_groups.spans_all_devices
 
   def step(variables, batch):
-    images = standardize(batch['image'], spec)
+    images = train_images(batch, spec, augmentation, seed)
     _, state = model.apply(variables, images, train=False, stats='batch',
                            mutable=[BATCH_MOMENTS])
     moments = state[BATCH_MOMENTS]
@@ -84,12 +87,14 @@ def _map_layers(fn, tree):
   return {k: _map_layers(fn, v) for k, v in tree.items()}
 
 
-def compute(model, variables, spec, batches, num_batches: int, *, step=None):
+def compute(model, variables, spec, batches, num_batches: int, *, step=None,
+            augmentation: Augmentation | None = None, seed: int = 0):
   """Algorithm 2 over `num_batches` device batches; returns (stats, values per BN batch by layer, seconds).
 
-  step: a make_moments_step(model, spec) to reuse (its compilation) across calls.
+  step: a make_moments_step to reuse (its compilation) across calls; else one is made
+  with `augmentation` and `seed` (those of the training batches' stream).
   """
-  step = step or make_moments_step(model, spec)
+  step = step or make_moments_step(model, spec, augmentation, seed)
   sums = step(variables, next(batches))
   jax.block_until_ready(sums)  # the first call compiles: time the other batches
   start = time.perf_counter()
@@ -127,21 +132,21 @@ def save(workdir: Workdir, step: int, stats: dict, meta: dict, reports: dict | N
   `step`; the previous ones, if any, are replaced only once the new ones are complete."""
   final = workdir.population_dir(step)
   staging = f'{final}.incomplete'
-  if device_map.process_index() == 0 and os.path.exists(staging):
-    shutil.rmtree(staging)
+  if device_map.process_index() == 0:
+    files.remove_tree(staging)
   device_map.sync_processes('population stats staging cleared')
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.join(staging, STATS_ITEM), stats)
+  checkpointer.save(files.join(staging, STATS_ITEM), stats)
   checkpointer.wait_until_finished()
   for name, value in (reports or {}).items():
-    write_json(os.path.join(staging, name), value)
-  write_json(os.path.join(staging, META_FILE), meta)
+    write_json(files.join(staging, name), value)
+  write_json(files.join(staging, META_FILE), meta)
   if device_map.process_index() == 0:
     replaced = f'{final}.replaced'
-    if os.path.exists(final):
-      os.replace(final, replaced)
-    os.replace(staging, final)
-    shutil.rmtree(replaced, ignore_errors=True)
+    if files.exists(final):
+      files.rename(final, replaced)
+    files.rename(staging, final)
+    files.remove_tree(replaced)
   device_map.sync_processes('population stats saved')
   return final
 
@@ -149,12 +154,12 @@ def save(workdir: Workdir, step: int, stats: dict, meta: dict, reports: dict | N
 def load(workdir: Workdir, step: int) -> tuple[dict, dict]:
   """(stats, meta) computed for checkpoint `step`, or a one-line error saying how to compute them."""
   directory = workdir.population_dir(step)
-  if not os.path.exists(os.path.join(directory, META_FILE)):
+  if not files.exists(files.join(directory, META_FILE)):
     raise UserError(
         f'no population statistics for step {step} in {workdir}: compute them with '
         f'python scripts/population_stats.py --workdir {workdir}')
-  meta = read_json(os.path.join(directory, META_FILE))
-  stats = ocp.StandardCheckpointer().restore(os.path.join(directory, STATS_ITEM))
+  meta = read_json(files.join(directory, META_FILE))
+  stats = ocp.StandardCheckpointer().restore(files.join(directory, STATS_ITEM))
   return stats, meta
 
 

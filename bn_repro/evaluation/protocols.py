@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
-import os
+import zipfile
 
 import numpy as np
+from absl import logging
 
+from bn_repro import files
 from bn_repro.data import crops as crops_lib
 from bn_repro.data import pipeline
 from bn_repro.errors import UserError, check_choice
@@ -58,10 +61,21 @@ def default_batch_size(eval_batch_size: int, crops: int) -> int:
 
 
 def evaluate_workdir(workdir: str, spec: EvalSpec, *, step: int | None = None,
-                     batch_size: int | None = None, save_probs: bool = False) -> WorkdirEvaluation:
-  """Evaluates a checkpoint exactly over a whole split and records the result."""
+                     batch_size: int | None = None, save_probs: bool = False,
+                     keep_probs: bool = False) -> WorkdirEvaluation:
+  """Evaluates a checkpoint exactly over a whole split and records the result in the
+  workdir (unless it is read-only: then the result is only returned).
+
+  save_probs: also save the per-example probabilities (for ensembles); keep_probs:
+  return them (implied by save_probs).
+  """
   spec.validate()
   trained = load_trained(workdir, step)
+  writable = trained.workdir.writable()
+  if save_probs and not writable:
+    raise UserError(f'{trained.workdir} is read-only: the probabilities cannot be saved there')
+  if not writable:
+    logging.warning('%s is read-only: the result is printed, not recorded', trained.workdir)
   config = trained.config
   split = spec.split or config.data.eval_split
   population_stats, population_meta = None, None
@@ -80,7 +94,7 @@ def evaluate_workdir(workdir: str, spec: EvalSpec, *, step: int | None = None,
   variables = trained.variables(spec.stats, population_stats=device_map.replicate(
       population_stats) if population_stats else None)
   evaluation = exact.evaluate(trained.recipe.eval_step(spec.stats), variables, eval_data,
-                              keep_probs=save_probs)
+                              keep_probs=save_probs or keep_probs)
   record = {
       'workdir': trained.workdir.path, 'name': config.name, 'checkpoint_step': trained.step,
       'dataset': config.data.dataset, 'split': split, 'stats': spec.stats, 'crops': spec.crops,
@@ -88,10 +102,13 @@ def evaluate_workdir(workdir: str, spec: EvalSpec, *, step: int | None = None,
       'population_stats': population_meta,
   }
   json_path, npz_path = trained.workdir.eval_files(spec.name(split), trained.step)
-  write_json(json_path, record)
+  if writable:
+    write_json(json_path, record)
   if save_probs and device_map.process_index() == 0:
-    np.savez_compressed(npz_path, probs=evaluation.probs.astype(np.float32),
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, probs=evaluation.probs.astype(np.float32),
                         labels=evaluation.labels, record=json.dumps(record))
+    files.write_bytes(npz_path, buffer.getvalue())
   return WorkdirEvaluation(record, evaluation.probs, evaluation.labels)
 
 
@@ -102,11 +119,15 @@ def saved_evaluation(workdir: str, spec: EvalSpec, split: str) -> WorkdirEvaluat
   if step is None:
     return None
   _, npz_path = workdir.eval_files(spec.name(split), step)
-  if not os.path.exists(npz_path):
+  if not files.exists(npz_path):
     return None
-  with np.load(npz_path) as data:
-    record = json.loads(str(data['record']))
-    probs, labels = data['probs'], data['labels']
+  try:
+    with np.load(io.BytesIO(files.read_bytes(npz_path))) as data:
+      record = json.loads(str(data['record']))
+      probs, labels = data['probs'], data['labels']
+  except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as e:   # damaged: redo
+    logging.warning('%s is damaged (%s); evaluating again', npz_path, e)
+    return None
   if spec.stats == 'population':
     try:
       _, meta = population.load(workdir, step)

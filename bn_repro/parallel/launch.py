@@ -4,11 +4,14 @@ Each process gets the coordinator address, the process count and its index
 through BN_REPRO_* environment variables (read by bn_repro.parallel.distributed), and
 optionally its own number of simulated CPU devices. Output lines are prefixed
 with the process index. If one process fails, the others are killed at once;
-past the timeout, all are.
+past the timeout, all are. SIGINT and SIGTERM sent to the launcher are passed
+on to every process (which then save and stop), and no process outlives the
+launcher: each is killed if the launcher dies, however it dies.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -16,6 +19,16 @@ import subprocess
 import sys
 import threading
 import time
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+  """In the child, before exec: the kernel sends SIGKILL when the launcher dies (Linux)."""
+  try:
+    ctypes.CDLL('libc.so.6', use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+  except OSError:
+    pass
 
 
 def free_port() -> int:
@@ -38,6 +51,8 @@ def launch_local(command: list[str], num_processes: int, *, cpu_devices_per_proc
   Returns (exit status, output lines of each process): 0 when all succeed,
   the first failure's status otherwise, 124 on timeout.
   """
+  if num_processes < 1:
+    raise ValueError(f'num_processes={num_processes} must be at least 1')
   port = free_port()
   procs, outputs, pumps = [], [], []
   for index in range(num_processes):
@@ -52,7 +67,8 @@ def launch_local(command: list[str], num_processes: int, *, cpu_devices_per_proc
       process_env['XLA_FLAGS'] = ' '.join(flags)
       process_env['JAX_PLATFORMS'] = 'cpu'
     proc = subprocess.Popen(command, env=process_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=_die_with_parent)
     lines = []
     pump = threading.Thread(target=_pump, args=(proc.stdout, f'[p{index}] ', sink, lines),
                             daemon=True)
@@ -61,23 +77,38 @@ def launch_local(command: list[str], num_processes: int, *, cpu_devices_per_proc
     outputs.append(lines)
     pumps.append(pump)
 
+  forwarded = []
+
+  def forward(number, _):
+    forwarded.append(number)
+    for proc in procs:
+      if proc.poll() is None:
+        os.killpg(proc.pid, number)
+
+  previous = {}
+  if threading.current_thread() is threading.main_thread():
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
   status = None
   deadline = time.time() + timeout
-  while status is None:
-    codes = [p.poll() for p in procs]
-    failed = [c for c in codes if c not in (None, 0)]
-    if failed:
-      status = failed[0]
-    elif all(c == 0 for c in codes):
-      status = 0
-    elif time.time() > deadline:
-      status = 124
-    else:
-      time.sleep(0.2)
-  for proc in procs:
-    if proc.poll() is None:
-      os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-  for pump in pumps:
-    pump.join(timeout=5)
+  try:
+    while status is None:
+      codes = [p.poll() for p in procs]
+      failed = [c for c in codes if c not in (None, 0)]
+      if failed and not forwarded:
+        status = failed[0]
+      elif all(c is not None for c in codes):
+        status = next((c for c in codes if c), 0)
+      elif time.time() > deadline:
+        status = 124
+      else:
+        time.sleep(0.2)
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+    for proc in procs:
+      if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+      proc.wait()
+    for pump in pumps:
+      pump.join(timeout=5)
   return status, outputs

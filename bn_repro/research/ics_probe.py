@@ -18,19 +18,19 @@ Records go to the workdir's probe file (Workdir.probe_file), one JSON line per
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from bn_repro import files
 from bn_repro.data.on_device import standardize
 from bn_repro.errors import ConfigError
 from bn_repro.models import abstract_variables
 from bn_repro.models.layers import PREACTIVATIONS
 from bn_repro.parallel import device_map
-from bn_repro.workdir import Workdir
+from bn_repro.workdir import Workdir, read_json_lines
 
 PERCENTILES = (5, 15, 50, 85, 95)
 _QUANTILES = np.linspace(0.01, 0.99, 99)
@@ -101,7 +101,7 @@ class Probe:
     self._mask = device_map.gather_to_host(self._batch['mask'])
     self._previous = {}
     done = set()
-    if os.path.exists(self.path):
+    if files.exists(self.path):
       for record in read_records(workdir):
         self._previous[record['layer']] = record
         done.add(record['step'])
@@ -125,10 +125,8 @@ class Probe:
       lines.append(json.dumps(record))
     self._done.add(step)
     if device_map.process_index() == 0:
-      with open(self.path, 'a', encoding='utf-8') as f:
-        f.write('\n'.join(lines) + '\n')
+      files.append_text(self.path, '\n'.join(lines) + '\n')
 
 
 def read_records(workdir: Workdir) -> list[dict]:
-  with open(workdir.probe_file, encoding='utf-8') as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return read_json_lines(workdir.probe_file)

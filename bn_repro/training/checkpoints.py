@@ -7,21 +7,29 @@ A checkpoint step holds three items:
   needs to continue (the step, the global batch, the seed).
 Evaluation restores 'model' and 'meta' alone.
 
-A checkpoint that cannot be read, or that holds another architecture, is an
-error that names it; it is never overwritten or deleted: the run stops
-before saving anything.
+The metadata also holds a digest of every array saved. A restore recomputes
+them: a checkpoint whose bytes changed (a bad disk, a copy cut short) is
+"damaged", and training falls back to the newest intact checkpoint, moving
+the damaged ones aside (<step>.damaged) and saying so. A checkpoint of
+another architecture is refused and never touched.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import hashlib
+import shutil
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from flax import traverse_util
 
+from bn_repro import faults, files
 from bn_repro.errors import CheckpointError
+from bn_repro.parallel import device_map
 from bn_repro.training.state import TrainState
 
 MODEL, TRAINING, META = 'model', 'training', 'meta'
@@ -31,6 +39,17 @@ def param_shapes(params) -> dict[str, list[int]]:
   """{'inception_3a/b1x1/conv/kernel': [1, 1, 192, 64], ...}: an architecture's fingerprint."""
   return {'/'.join(path): list(leaf.shape)
           for path, leaf in traverse_util.flatten_dict(params).items()}
+
+
+class CheckpointDamaged(CheckpointError):
+  """A checkpoint's files cannot be read back as they were written."""
+
+
+def digests(tree) -> dict[str, str]:
+  """{leaf path: BLAKE2b of its bytes} of replicated arrays (this process's copy)."""
+  return {jax.tree_util.keystr(path): hashlib.blake2b(
+      np.ascontiguousarray(device_map.to_host(leaf)).tobytes(), digest_size=16).hexdigest()
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def describe_mismatch(saved: dict, current: dict) -> str | None:
@@ -81,7 +100,7 @@ class Checkpoints:
   """The checkpoints of one workdir: <directory>/<step>/{model,training,meta}."""
 
   def __init__(self, directory: str, *, keep: int = 3, read_only: bool = False):
-    self.directory = os.path.abspath(directory)
+    self.directory = files.absolute(directory)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=not read_only, read_only=read_only,
         cleanup_tmp_directories=False, enable_async_checkpointing=True)
@@ -95,29 +114,54 @@ class Checkpoints:
     return list(self._manager.all_steps())
 
   def path(self, step: int) -> str:
-    return os.path.join(self.directory, str(step))
+    return files.join(self.directory, str(step))
 
   def save(self, step: int, state: TrainState, meta: dict) -> None:
     """Starts an asynchronous save; `wait()` blocks until it is on disk."""
-    self._manager.save(step, args=ocp.args.Composite(**{
-        MODEL: ocp.args.PyTreeSave(state.model_part()),
-        TRAINING: ocp.args.PyTreeSave(state.training_part()),
-        META: ocp.args.JsonSave(meta)}), force=True)
+    parts = {MODEL: state.model_part(), TRAINING: state.training_part()}
+    self._check_space(sum(x.nbytes for x in jax.tree.leaves(parts)))
+    meta = dict(meta, digests={item: digests(part) for item, part in parts.items()})
+    with self._write_errors():
+      self._manager.save(step, args=ocp.args.Composite(
+          **{item: ocp.args.PyTreeSave(part) for item, part in parts.items()},
+          **{META: ocp.args.JsonSave(meta)}), force=True)
+    faults.point('checkpoint', step)
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    with self._write_errors():
+      self._manager.wait_until_finished()
+
+  def _check_space(self, state_bytes: int) -> None:
+    """Refuses to start a checkpoint that cannot fit on a local disk (a full disk is far
+    clearer before a write than in the middle of one)."""
+    if files.is_remote(self.directory):
+      return
+    free = shutil.disk_usage(self.directory).free
+    needed = int(state_bytes * 1.1) + (1 << 20)     # the arrays, their metadata, a margin
+    if free < needed:
+      raise CheckpointError(
+          f'not enough space for a checkpoint in {self.directory}: {needed / 2**20:.1f} MiB '
+          f'needed, {free / 2**20:.1f} MiB free; free space, then run again to resume')
+
+  @contextlib.contextmanager
+  def _write_errors(self):
+    """A checkpoint that cannot be written (a full disk, no permission) as one line."""
+    try:
+      yield
+    except Exception as e:  # orbax and tensorstore report storage errors as many types
+      message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise CheckpointError(f'writing a checkpoint to {self.directory} failed ({message[:300]}); '
+                            'free space or fix permissions, then run again to resume') from e
 
   def read_meta(self, step: int) -> dict:
     try:
       meta = self._manager.restore(step, args=ocp.args.Composite(
           **{META: ocp.args.JsonRestore()}))[META]
     except Exception as e:  # orbax raises many kinds of errors for a broken step
-      raise CheckpointError(
-          f'checkpoint {self.path(step)} could not be read ({type(e).__name__}); '
-          'it was left untouched: move it away or use another --workdir') from e
+      raise CheckpointDamaged(
+          f'checkpoint {self.path(step)} could not be read ({type(e).__name__})') from e
     if not isinstance(meta, dict) or 'param_shapes' not in meta:
-      raise CheckpointError(f'checkpoint {self.path(step)} has no usable metadata; '
-                            'it was left untouched: move it away or use another --workdir')
+      raise CheckpointDamaged(f'checkpoint {self.path(step)} has no usable metadata')
     return meta
 
   def _restore(self, step: int, targets: dict) -> tuple[dict, dict]:
@@ -131,16 +175,55 @@ class Checkpoints:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           **{item: _restore_args(target) for item, target in targets.items()}))
     except Exception as e:
-      raise CheckpointError(
+      raise CheckpointDamaged(
           f'checkpoint {self.path(step)} could not be restored ({type(e).__name__}: '
-          f'{str(e).splitlines()[0][:200] if str(e) else ""}); it was left untouched') from e
-    return {item: restored[item] for item in targets}, meta
+          f'{str(e).splitlines()[0][:200] if str(e) else ""})') from e
+    parts = {item: restored[item] for item in targets}
+    for item, part in parts.items():
+      expected = meta.get('digests', {}).get(item)
+      if expected is None:
+        continue
+      actual = digests(part)
+      changed = sorted(k for k in expected if actual.get(k) != expected[k])
+      if changed or set(actual) != set(expected):
+        raise CheckpointDamaged(f'checkpoint {self.path(step)} is damaged: {item} '
+                                f'{(changed or ["structure"])[0]} differs from what was saved')
+    return parts, meta
 
   def restore_state(self, step: int, abstract_state: TrainState) -> tuple[TrainState, dict]:
     """(state, meta) of `step`, restored onto abstract_state's shapes and shardings."""
     parts, meta = self._restore(step, {MODEL: abstract_state.model_part(),
                                        TRAINING: abstract_state.training_part()})
     return TrainState.from_parts(parts[MODEL], parts[TRAINING]), meta
+
+  def restore_latest_intact(self, abstract_state: TrainState):
+    """(state, meta) of the newest checkpoint that restores intact, or None if there is none.
+
+    Damaged newer checkpoints are moved aside (<step>.damaged) with a warning;
+    if every checkpoint is damaged, nothing is moved and the newest one's error
+    is raised. Another architecture is an error at once.
+    """
+    damaged = []
+    for step in reversed(self.all_steps()):
+      try:
+        restored = self.restore_state(step, abstract_state)
+      except CheckpointDamaged as e:
+        damaged.append((step, e))
+        continue
+      for bad_step, error in damaged:
+        aside = f'{self.path(bad_step)}.damaged'
+        logging.warning('%s; moved it to %s and resumed from step %d instead',
+                        error, aside, step)
+        if device_map.process_index() == 0:
+          files.rename(self.path(bad_step), aside)
+      if damaged:
+        device_map.sync_processes('damaged checkpoints moved aside')
+        self._manager.reload()
+      return restored
+    if damaged:
+      raise CheckpointError(f'{damaged[0][1]}; no older checkpoint is intact either: nothing '
+                            'was changed; move the checkpoints away or use another --workdir')
+    return None
 
   def restore_model(self, step: int, abstract_model_part: dict) -> tuple[dict, dict]:
     """({params, EMA statistics}, meta) of `step`: what inference needs, nothing more."""

@@ -1,11 +1,13 @@
 """train_and_evaluate(config, workdir): the config-driven training loop.
 
-Re-running with the same workdir resumes from the latest checkpoint and
-continues the same data order. SIGTERM saves a checkpoint and raises
-TrainingInterrupted. A non-finite loss or gradient stops the run within one
-step with TrainingDiverged; the state was not updated by that step and
-nothing is saved after it. Everything periodic (evaluations, the probe,
-target tracking, checkpoints) is a hook configured in `config.hooks`.
+Re-running with the same workdir resumes from the newest intact checkpoint
+and continues the same data order; a workdir holds one run, so resuming with
+a config that trains something else is refused unless asked for. SIGTERM or
+SIGINT saves a checkpoint and raises TrainingInterrupted. A non-finite loss
+or gradient stops the run with TrainingDiverged; the state was not updated by
+that step and nothing is saved after it. Everything periodic (evaluations,
+the probe, target tracking, checkpoints) is a hook configured in
+`config.hooks`.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ import ml_collections
 from absl import logging
 from clu import periodic_actions
 
+from bn_repro import faults
 from bn_repro.data import pipeline
-from bn_repro.errors import Interrupted, UserError
+from bn_repro.errors import ConfigError, Interrupted, UserError
 from bn_repro.parallel import device_map
-from bn_repro.training import config_checks, durations, optim
+from bn_repro.training import config_checks, durations, optim, recipes
+from bn_repro.training.identity import identity_difference
 from bn_repro.training.checkpoints import Checkpoints, param_shapes
 from bn_repro.training.hooks import HookContext, build_hooks
 from bn_repro.training.metrics import create_writer
-from bn_repro.training.recipe import TrainingRecipe
 from bn_repro.workdir import Workdir, write_json
 
 
@@ -36,68 +39,115 @@ class TrainingDiverged(UserError):
 
 
 class TrainingInterrupted(Interrupted):
-  """SIGTERM (or the cluster's preemption notice) stopped training after a checkpoint."""
+  """A signal (SIGTERM, SIGINT) or the cluster's preemption notice stopped training after a
+  checkpoint."""
 
-  def __init__(self, step: int):
-    super().__init__(f'stopped at step {step} with a checkpoint; run the same command to resume')
+  def __init__(self, step: int, signal_name: str):
+    super().__init__(f'{signal_name}: saved a checkpoint at step {step}; run the same command '
+                     'to resume')
     self.step = step
+    self.signal_name = signal_name
 
 
-@contextlib.contextmanager
-def sigterm_flag():
-  """An Event set on SIGTERM while inside the block (main thread, one process only:
-  with several, JAX's own preemption notifier handles SIGTERM)."""
-  event = threading.Event()
-  if (threading.current_thread() is not threading.main_thread()
-      or device_map.process_count() > 1):
-    yield event
-    return
-  previous = signal.signal(signal.SIGTERM, lambda *_: event.set())
-  try:
-    yield event
-  finally:
-    signal.signal(signal.SIGTERM, previous)
+class StopSignals:
+  """Records SIGTERM and SIGINT while inside the block (main thread, one process: with
+  several, JAX's own preemption notifier handles SIGTERM)."""
+
+  def __init__(self):
+    self.received = None
+    self._event = threading.Event()
+
+  def _handle(self, number, _):
+    self.received = self.received or signal.Signals(number).name
+    self._event.set()
+
+  @contextlib.contextmanager
+  def catching(self):
+    if threading.current_thread() is not threading.main_thread():
+      yield self
+      return
+    wanted = [signal.SIGINT] + ([signal.SIGTERM] if device_map.process_count() == 1 else [])
+    previous = {s: signal.signal(s, self._handle) for s in wanted}
+    try:
+      yield self
+    finally:
+      for s, handler in previous.items():
+        signal.signal(s, handler)
+
+  def stop_requested(self) -> bool:
+    """Whether to save and stop now, the same decision on every process."""
+    if device_map.stop_requested(self._event):
+      self.received = self.received or 'SIGTERM'
+      return True
+    return False
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the final results."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_change: bool = False) -> dict:
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the final results.
+
+  allow_config_change: continue a workdir whose config differs in what it trains
+  (the old config goes to the workdir's config history).
+  """
   start_time = time.time()
   config_checks.validate(config)
   run_dir = Workdir(workdir)
+  run_dir.create()
+  with run_dir.lock():
+    return _train(config, run_dir, allow_config_change, start_time)
+
+
+def _check_identity(run_dir: Workdir, config, allow_change: bool) -> str:
+  """'' when the workdir's config trains the same thing (or there is none), else the
+  difference, which only allow_change lets through."""
+  saved = run_dir.saved_config()
+  difference = identity_difference(saved, config) if saved else None
+  if difference and not allow_change:
+    raise ConfigError(
+        f'{run_dir.path} holds a run of another config ({difference}); use another --workdir, '
+        'or pass --allow_config_change to continue this one with the new config')
+  if difference:
+    logging.warning('continuing %s with a changed config (%s)', run_dir.path, difference)
+  return difference or ''
+
+
+def _train(config, run_dir: Workdir, allow_config_change: bool, start_time: float) -> dict:
+  changed = _check_identity(run_dir, config, allow_config_change)
   source = pipeline.Source(config.data)
   train_data = pipeline.TrainData(source, global_batch=config.global_batch_size, seed=config.seed)
   steps_per_epoch = train_data.steps_per_epoch
-  recipe = TrainingRecipe(config, steps_per_epoch)
+  recipe = recipes.for_training(config, steps_per_epoch)
   num_steps = durations.parse('train_for', config.train_for).steps(steps_per_epoch)
   log_every = durations.parse('log_every', config.log_every).steps(steps_per_epoch)
   check_finite_every = durations.parse('check_finite_every', config.check_finite_every,
                                        allow_zero=True).steps(steps_per_epoch)
 
-  run_dir.create()
   checkpoints = Checkpoints(run_dir.checkpoint_dir, keep=config.hooks.checkpoint.keep)
-  latest = checkpoints.latest_step()
-  if latest is not None:
-    state, saved_meta = checkpoints.restore_state(latest, recipe.abstract_state())
+  restored = checkpoints.restore_latest_intact(recipe.abstract_state())
+  if restored is not None:
+    state, saved_meta = restored
     if (saved_meta['global_batch_size'] != config.global_batch_size
         or saved_meta['seed'] != config.seed):
       logging.warning('resuming with another global batch or seed than the checkpoint '
                       '(%s); the data order will differ from an uninterrupted run',
                       {k: saved_meta[k] for k in ('global_batch_size', 'seed')})
-    logging.info('Resumed from %s', checkpoints.path(latest))
+    logging.info('Resumed from %s', checkpoints.path(saved_meta['step']))
   else:
     state = recipe.init_state()
-  run_dir.write_config(config)
+  run_dir.write_config(config, replaced_because=changed)
 
   start_step = int(device_map.to_host(state.step))
   device_map.check_same_on_all_processes('config', config.to_json_best_effort(sort_keys=True))
   device_map.check_same_on_all_processes('start step', str(start_step))
+  run_dir.keep_metrics_up_to(start_step)   # what a crash left beyond the checkpoint is redone
   per_device = config.global_batch_size // device_map.device_count()
   logging.info('%s: %d devices on %d processes, global batch %d (%d per device), BN statistics '
                'over %s (%d examples), %d steps per epoch, training steps %d -> %d, peak '
                'learning rate %g', config.name, device_map.device_count(),
                device_map.process_count(), config.global_batch_size, per_device,
                recipe.bn_groups.describe(), per_device * recipe.bn_groups.size, steps_per_epoch,
-               start_step, num_steps, optim.peak_learning_rate(config.optimizer))
+               start_step, num_steps,
+               optim.peak_learning_rate(config.optimizer, config.global_batch_size))
 
   config_json = json.loads(config.to_json_best_effort())
   shapes = param_shapes(state.params)
@@ -114,50 +164,63 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   hooks = build_hooks(ctx)
   progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                              every_steps=log_every)
+  signals = StopSignals()
+  pending = []          # device metrics of the steps since the last log
+
+  def check_finite() -> None:
+    """Stops on the first non-finite step among the pending ones (one host sync)."""
+    for offset, m in enumerate(device_map.to_host(pending)):
+      if not m['finite']:
+        _stop_diverged(step - len(pending) + offset + 1, m, checkpoints)
+
+  def save_and_stop(step: int):
+    checkpoints.save(step, state, checkpoint_meta(step))
+    checkpoints.wait()
+    writer.flush()
+    raise TrainingInterrupted(step, signals.received)
 
   def run_hooks(step: int, *, final: bool = False, start: bool = False) -> dict:
+    due = [h for h in hooks if (h.runs_at_start or not start) and h.due(step, final=final)]
+    if due and pending:
+      check_finite()   # hooks see finite states only: a checkpoint never holds a failed step
     outputs = {}
-    for hook in hooks:
-      if (hook.runs_at_start or not start) and hook.due(step, final=final):
-        outputs.update(hook(step, state, outputs))
+    for hook in due:
+      if hook.interruptible and signals.stop_requested():
+        save_and_stop(step)
+      outputs.update(hook(step, state, outputs))
     if outputs:
       writer.write_scalars(step, outputs)
     return outputs
 
-  run_hooks(start_step, start=True)
-  batches = device_map.prefetch(train_data.batches(start_step), config.data.prefetch)
-  pending = []          # device metrics of the steps since the last log
-  step, outputs = start_step, None
-  with sigterm_flag() as sigterm:
+  with signals.catching():
+    run_hooks(start_step, start=True)
+    faults.point('start', start_step)
+    batches = device_map.prefetch(train_data.batches(start_step), config.data.prefetch)
+    step, outputs = start_step, None
     while step < num_steps:
-      if device_map.stop_requested(sigterm):
-        checkpoints.save(step, state, checkpoint_meta(step))
-        checkpoints.wait()
-        logging.info('SIGTERM: saved a checkpoint at step %d; exiting', step)
-        writer.flush()
-        raise TrainingInterrupted(step)
+      if signals.stop_requested():
+        save_and_stop(step)
       state, metrics = recipe.train_step(state, next(batches))
       pending.append(metrics)
       step += 1
+      faults.point('step', step)
       if check_finite_every and len(pending) > 1 and step % check_finite_every == 0:
         # The previous step's flag: the current step is already queued behind it.
         if not bool(device_map.to_host(pending[-2]['finite'])):
           _stop_diverged(step - 1, pending[-2], checkpoints)
       progress(step)
       if step % log_every == 0 or step == num_steps:
+        check_finite()
         host = device_map.to_host(pending)
-        for offset, m in enumerate(host):
-          if not m['finite']:
-            _stop_diverged(step - len(host) + offset + 1, m, checkpoints)
         writer.write_scalars(step, {
             'train_loss': sum(float(m['loss']) for m in host) / len(host),
             'train_top1': sum(float(m['top1']) for m in host) / len(host),
             'learning_rate': float(host[-1]['learning_rate'])})
         pending = []
       outputs = run_hooks(step, final=step == num_steps)
+    if outputs is None:   # nothing left to train: the end-of-training hooks still run
+      outputs = run_hooks(step, final=True)
 
-  if outputs is None:   # nothing left to train: the end-of-training hooks still run
-    outputs = run_hooks(step, final=True)
   for hook in hooks:
     hook.close()
   writer.flush()

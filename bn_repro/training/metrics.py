@@ -7,27 +7,38 @@ Only process 0 writes files; other processes only log.
 from __future__ import annotations
 
 import json
-import os
+import time
 from typing import Any, Mapping
 
 import numpy as np
 from clu import metric_writers
 from clu.metric_writers import interface
 
+from bn_repro import files
 from bn_repro.parallel import device_map
 
 
 class JsonLinesWriter(interface.MetricWriter):
-  """Appends {"step": s, "name": value, ...} lines for every write_scalars call."""
+  """Appends a {"step": s, "name": value, ...} line for every write_scalars call.
+
+  Each line reaches the file at once (a killed run keeps what it logged); on
+  cloud storage, which cannot append, the lines are sent at most every
+  REMOTE_FLUSH_SECONDS and at every flush.
+  """
+  REMOTE_FLUSH_SECONDS = 60
 
   def __init__(self, path: str):
     self.path = path
-    self._file = open(path, 'a', encoding='utf-8')
+    self._unsent = []
+    self._sent_at = time.monotonic()
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     record = {'step': int(step)}
     record.update({k: float(np.asarray(v)) for k, v in scalars.items()})
-    self._file.write(json.dumps(record) + '\n')
+    self._unsent.append(json.dumps(record) + '\n')
+    if not files.is_remote(self.path) or (
+        time.monotonic() - self._sent_at > self.REMOTE_FLUSH_SECONDS):
+      self.flush()
 
   def write_summaries(self, step, values, metadata=None):
     pass
@@ -51,17 +62,20 @@ class JsonLinesWriter(interface.MetricWriter):
     pass
 
   def flush(self):
-    self._file.flush()
+    if self._unsent:
+      files.append_text(self.path, ''.join(self._unsent))
+      self._unsent = []
+      self._sent_at = time.monotonic()
 
   def close(self):
-    self._file.close()
+    self.flush()
 
 
 def create_writer(directory: str, *, jsonl_file: str | None = None) -> metric_writers.MetricWriter:
   """TensorBoard events in `directory` and log lines; also JSON lines in jsonl_file if given."""
   if device_map.process_index() > 0:
     return metric_writers.create_default_writer(just_logging=True)
-  os.makedirs(directory, exist_ok=True)
+  files.make_dirs(directory)
   writers = [metric_writers.create_default_writer(directory, asynchronous=False)]
   if jsonl_file:
     writers.append(JsonLinesWriter(jsonl_file))

@@ -12,6 +12,7 @@ from bn_repro.training import durations
 def validate(opt_config) -> None:
   check_positive('optimizer.learning_rate', opt_config.learning_rate)
   check_positive('optimizer.lr_scale', opt_config.lr_scale)
+  check_positive('optimizer.reference_batch', opt_config.reference_batch)
   check_range('optimizer.momentum', opt_config.momentum, 0.0, 1.0)
   if opt_config.weight_decay < 0:
     raise ConfigError(f'optimizer.weight_decay={opt_config.weight_decay} must be >= 0')
@@ -22,8 +23,13 @@ def validate(opt_config) -> None:
   durations.parse('optimizer.warmup', opt_config.warmup, allow_zero=True)
 
 
-def peak_learning_rate(opt_config) -> float:
-  return opt_config.learning_rate * opt_config.lr_scale
+def peak_learning_rate(opt_config, global_batch: int) -> float:
+  """learning_rate x lr_scale, times global_batch / reference_batch when the rate follows
+  the batch (linear scaling: the paper's rates are for its replicas' batches of 32)."""
+  rate = opt_config.learning_rate * opt_config.lr_scale
+  if opt_config.scale_with_batch:
+    rate *= global_batch / opt_config.reference_batch
+  return rate
 
 
 def decay_interval_steps(opt_config, steps_per_epoch: int) -> float:
@@ -33,9 +39,9 @@ def decay_interval_steps(opt_config, steps_per_epoch: int) -> float:
   return steps / opt_config.lr_decay_speedup
 
 
-def learning_rate_schedule(opt_config, steps_per_epoch: int) -> optax.Schedule:
+def learning_rate_schedule(opt_config, steps_per_epoch: int, global_batch: int) -> optax.Schedule:
   """lr(step) = lr0 * factor ** floor(step / interval), after an optional linear warmup."""
-  peak = peak_learning_rate(opt_config)
+  peak = peak_learning_rate(opt_config, global_batch)
   interval = max(1, round(decay_interval_steps(opt_config, steps_per_epoch)))
   decay = optax.exponential_decay(peak, transition_steps=interval,
                                   decay_rate=opt_config.lr_decay_factor, staircase=True)

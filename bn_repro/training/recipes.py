@@ -5,6 +5,10 @@ workdir, the benchmarks and the tests all start here, so they cannot disagree
 on what a config means. BN statistics are grouped over devices once, here
 (`bn_groups`), and the model, the train step and Algorithm 2 all read that
 one value.
+
+for_training / for_inference build a recipe once per identity of the config
+(training.identity: what it trains, not how long or where its data lives) in
+a process, so the steps compile once however many runs the process starts.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import functools
 import jax
 import optax
 
+from bn_repro.data.on_device import Augmentation
 from bn_repro.data.specs import DatasetSpec, dataset_spec, image_shape
 from bn_repro.evaluation.exact import make_eval_step
 from bn_repro.models import abstract_variables, build_model
@@ -21,15 +26,17 @@ from bn_repro.models.batchnorm import layer_mode
 from bn_repro.parallel import device_map
 from bn_repro.training import optim
 from bn_repro.training.checkpoints import abstract_like
+from bn_repro.training.identity import identity_key
 from bn_repro.training.state import TrainState, create_train_state
 from bn_repro.training.train_step import make_train_step
 
 
 class InferenceRecipe:
-  """What evaluating a config's model needs: the device-mapped model and its eval steps."""
+  """What evaluating a config's model needs: the device-mapped model and its eval steps.
+  It reads only the config's identity fields (training.identity)."""
 
   def __init__(self, config):
-    self.config = config
+    self.config = config.copy_and_resolve_references()
     self.image_shape: tuple[int, int, int] = image_shape(config.data)
     self.spec: DatasetSpec = dataset_spec(config.data.dataset)
     self.bn_groups = device_map.bn_groups(config.model.bn.group_size)
@@ -57,9 +64,12 @@ class TrainingRecipe(InferenceRecipe):
   def __init__(self, config, steps_per_epoch: int):
     super().__init__(config)
     self.steps_per_epoch = steps_per_epoch
-    self.schedule: optax.Schedule = optim.learning_rate_schedule(config.optimizer, steps_per_epoch)
-    self.tx = optim.make_optimizer(config.optimizer, self.schedule)
-    self.train_step = make_train_step(self.model, self.tx, self.schedule, self.spec)
+    self.schedule: optax.Schedule = optim.learning_rate_schedule(
+        self.config.optimizer, steps_per_epoch, self.config.global_batch_size)
+    self.tx = optim.make_optimizer(self.config.optimizer, self.schedule)
+    self.train_step = make_train_step(self.model, self.tx, self.schedule, self.spec,
+                                      Augmentation.from_config(self.config.data),
+                                      self.config.seed)
 
   def init_state(self) -> TrainState:
     """A fresh state from config.seed, replicated over all devices."""
@@ -71,3 +81,24 @@ class TrainingRecipe(InferenceRecipe):
     abstract = jax.eval_shape(lambda: create_train_state(self.model, self.tx, self.image_shape,
                                                          self.config.seed))
     return abstract_like(abstract, device_map.replicated_sharding())
+
+
+_CACHE = {}        # (kind, identity, steps per epoch, device count) -> recipe, oldest first
+_CACHE_SIZE = 8
+
+
+def _cached_by_identity(kind: type, config, steps_per_epoch: int | None):
+  key = (kind, identity_key(config), steps_per_epoch, device_map.device_count())
+  if key not in _CACHE:
+    if len(_CACHE) >= _CACHE_SIZE:
+      del _CACHE[next(iter(_CACHE))]
+    _CACHE[key] = kind(config) if steps_per_epoch is None else kind(config, steps_per_epoch)
+  return _CACHE[key]
+
+
+def for_training(config, steps_per_epoch: int) -> TrainingRecipe:
+  return _cached_by_identity(TrainingRecipe, config, steps_per_epoch)
+
+
+def for_inference(config) -> InferenceRecipe:
+  return _cached_by_identity(InferenceRecipe, config, None)
