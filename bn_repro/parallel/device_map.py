@@ -20,10 +20,12 @@ import dataclasses
 import functools
 import hashlib
 import itertools
+import time
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import numpy as np
+from absl import logging
 from jax import lax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -142,18 +144,38 @@ def map_over_devices(fn: Callable, *, in_axes: Sequence[int | None],
   """
   mapped = jax.pmap(fn, axis_name=AXIS, in_axes=tuple(in_axes),
                     out_axes=out_axes, donate_argnums=tuple(donate_argnums))
-  if process_count() == 1:
-    return mapped
+  if process_count() > 1:
+    # With several processes pmap returns host-local arrays (over this
+    # process's devices); make them global again, without copying.
+    local_outputs = mapped
 
-  # With several processes pmap returns host-local arrays (over this
-  # process's devices); make them global again, without copying.
+    def mapped(*args):
+      outputs = local_outputs(*args)
+      return multihost_utils.host_local_array_to_global_array(
+          outputs, mesh(), _output_specs(out_axes, outputs))
+
+  return _logging_first_call(fn, mapped)
+
+
+def _logging_first_call(fn: Callable, mapped: Callable) -> Callable:
+  """`mapped`, saying how long its first call (the compilation, or a compilation-cache
+  hit) takes: on an accelerator a big step compiles for minutes."""
+  name = getattr(fn, '__qualname__', 'step').replace('.<locals>', '')
+  compiled = False
+
   @functools.wraps(fn)
-  def global_outputs(*args):
-    outputs = mapped(*args)
-    return multihost_utils.host_local_array_to_global_array(
-        outputs, mesh(), _output_specs(out_axes, outputs))
+  def call(*args):
+    nonlocal compiled
+    if compiled:
+      return mapped(*args)
+    logging.info('compiling %s ...', name)
+    start = time.perf_counter()
+    outputs = jax.block_until_ready(mapped(*args))
+    compiled = True
+    logging.info('compiled %s and ran it once in %.1f s', name, time.perf_counter() - start)
+    return outputs
 
-  return global_outputs
+  return call
 
 
 def _output_specs(out_axes, outputs):

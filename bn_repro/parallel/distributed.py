@@ -1,32 +1,50 @@
-"""Multi-process start-up on JAX's own runtime (`jax.distributed`).
+"""Process start-up: joining the other processes of a run, the accelerator check, the
+compilation cache, and requeueing a preempted Slurm job.
 
 How a process finds the others, in order:
 1. explicit values, from the flags --coordinator_address, --num_processes,
    --process_id (or the environment variables BN_REPRO_COORDINATOR_ADDRESS,
    BN_REPRO_NUM_PROCESSES, BN_REPRO_PROCESS_ID), for any cluster;
-2. JAX's automatic detection, on Cloud TPU VMs (several workers) and under
-   Slurm (srun with more than one task);
-3. otherwise one process: nothing to initialize.
+2. Slurm (srun with more than one task): JAX reads the coordinator, the
+   process count and index from Slurm's environment, and this module gives it
+   the GPUs of each task (JAX alone would give every task one GPU,
+   [SLURM_LOCALID], leaving 7 of 8 idle with one task per node);
+3. a Cloud TPU VM pod slice (BN_REPRO_TPU_POD=1, set by scripts/tpu_vm_train.sh,
+   or several TPU_WORKER_HOSTNAMES): JAX reads the workers from the TPU metadata;
+4. otherwise one process: nothing to initialize.
 
 It must run before anything touches a device; the scripts do it first thing.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import subprocess
+import time
 
 import jax
 from absl import flags, logging
 
-from bn_repro.errors import ConfigError
+from bn_repro.errors import ConfigError, UserError
 
 flags.DEFINE_string('coordinator_address', None,
                     'host:port of process 0, for multi-process runs outside Slurm / Cloud TPU.')
 flags.DEFINE_integer('num_processes', None, 'Number of processes of a multi-process run.')
 flags.DEFINE_integer('process_id', None, 'This process\'s index in a multi-process run.')
+flags.DEFINE_bool('allow_cpu', False,
+                  'Run on the CPU although this machine has a GPU or TPU (JAX found none: '
+                  'without this flag that is an error naming the install command).')
+flags.DEFINE_string('compilation_cache_dir', '~/.cache/bn_repro/jax',
+                    'JAX\'s persistent compilation cache: compiled programs are reused by the '
+                    'next run of the same model (a gs:// path works on TPU VMs).')
+flags.DEFINE_bool('compilation_cache', True, 'Use the compilation cache.')
 
 _ENV = {'coordinator_address': 'BN_REPRO_COORDINATOR_ADDRESS',
         'num_processes': 'BN_REPRO_NUM_PROCESSES', 'process_id': 'BN_REPRO_PROCESS_ID'}
+INSTALL = {'gpu': 'make setup ACCEL=cuda12 (or cuda13, matching the driver)',
+           'tpu': 'make setup ACCEL=tpu'}
 
 
 def explicit_settings() -> dict:
@@ -50,9 +68,57 @@ def detected_cluster() -> str | None:
   if int(os.environ.get('SLURM_NTASKS', '1')) > 1 and 'SLURM_PROCID' in os.environ:
     return 'slurm'
   hostnames = os.environ.get('TPU_WORKER_HOSTNAMES', '')
-  if len([h for h in hostnames.split(',') if h]) > 1:
+  if os.environ.get('BN_REPRO_TPU_POD') == '1' or len([h for h in hostnames.split(',') if h]) > 1:
     return 'tpu'
   return None
+
+
+def _count(text: str | None) -> int:
+  return len([part for part in (text or '').split(',') if part.strip()])
+
+
+def _slurm_tasks_on_this_node() -> int:
+  if os.environ.get('SLURM_NTASKS_PER_NODE'):
+    return int(os.environ['SLURM_NTASKS_PER_NODE'])
+  # SLURM_TASKS_PER_NODE looks like '8(x4)' or '2,1': the first number is this layout's.
+  first = os.environ.get('SLURM_TASKS_PER_NODE', '1').split(',')[0].split('(')[0]
+  return int(first or 1)
+
+
+def _gpus_listed() -> int:
+  """GPUs nvidia-smi lists on this machine (0 without the driver)."""
+  if not shutil.which('nvidia-smi'):
+    return 0
+  listed = subprocess.run(['nvidia-smi', '-L'], capture_output=True, text=True)
+  return len([line for line in listed.stdout.splitlines() if line.startswith('GPU ')])
+
+
+def _gpus_visible() -> int:
+  """GPUs this task may use: CUDA_VISIBLE_DEVICES when Slurm (or the user) set it, else
+  what nvidia-smi lists."""
+  if 'CUDA_VISIBLE_DEVICES' in os.environ:
+    return _count(os.environ['CUDA_VISIBLE_DEVICES'])
+  return _gpus_listed()
+
+
+def slurm_local_device_ids() -> list[int] | None:
+  """The GPU ids (as this task sees them) that this Slurm task should use; None without GPUs.
+
+  - every task sees only its own GPUs (--gpus-per-task, or one task per node): all of them;
+  - every task of the node sees all the node's GPUs (--gpus-per-node with several tasks):
+    an equal share, by SLURM_LOCALID.
+  """
+  visible = _gpus_visible()
+  if not visible:
+    return None
+  tasks = _slurm_tasks_on_this_node()
+  on_node = int(os.environ.get('SLURM_GPUS_ON_NODE') or _count(os.environ.get('SLURM_STEP_GPUS'))
+                or visible)
+  if tasks > 1 and visible == on_node and visible % tasks == 0:
+    share = visible // tasks
+    local = int(os.environ.get('SLURM_LOCALID', '0'))
+    return list(range(local * share, (local + 1) * share))
+  return list(range(visible))
 
 
 def initialize() -> None:
@@ -60,13 +126,70 @@ def initialize() -> None:
   if jax.distributed.is_initialized():
     return
   settings = explicit_settings()
+  cluster = detected_cluster()
   if settings:
     if settings['num_processes'] == 1:
       return
-    jax.distributed.initialize(**settings)
-  elif detected_cluster():
-    jax.distributed.initialize()  # JAX reads Slurm's / Cloud TPU's environment
-  else:
+  elif cluster == 'slurm':
+    settings = {'local_device_ids': slurm_local_device_ids()}
+  elif cluster != 'tpu':
     return
+  logging.info('jax.distributed.initialize(%s)',
+               ', '.join(f'{k}={v}' for k, v in settings.items()) or 'from the TPU metadata')
+  jax.distributed.initialize(**settings)
   logging.info('Process %d of %d, %d local devices of %d', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def accelerator_on_this_machine() -> str | None:
+  """'gpu' or 'tpu' when the machine has one (whatever JAX found), else None."""
+  if glob.glob('/dev/nvidia[0-9]*') or _gpus_listed():
+    return 'gpu'
+  if glob.glob('/dev/accel[0-9]*') or glob.glob('/dev/vfio/[0-9]*'):
+    return 'tpu'
+  return None
+
+
+def check_backend(allow_cpu: bool) -> None:
+  """Logs what JAX runs on; stops if that is the CPU on a machine with an accelerator."""
+  devices = jax.devices()
+  logging.info('JAX %s on %s: %d %s device(s) (%d local), %d process(es)', jax.__version__,
+               jax.default_backend(), len(devices), devices[0].device_kind,
+               jax.local_device_count(), jax.process_count())
+  present = accelerator_on_this_machine()
+  if jax.default_backend() == 'cpu' and present and not allow_cpu:
+    raise UserError(f'this machine has a {present.upper()} but JAX runs on the CPU: install '
+                    f'JAX for it with `{INSTALL[present]}`, or pass --allow_cpu')
+
+
+def enable_compilation_cache(directory: str | None) -> None:
+  """JAX's persistent compilation cache in `directory` (None: off). An explicit
+  JAX_COMPILATION_CACHE_DIR in the environment wins over the default directory."""
+  if not directory:
+    return
+  if os.environ.get('JAX_COMPILATION_CACHE_DIR') and flags.FLAGS.is_parsed() and \
+      flags.FLAGS['compilation_cache_dir'].using_default_value:
+    logging.info('Compilation cache: %s', os.environ['JAX_COMPILATION_CACHE_DIR'])
+    return
+  directory = directory if '://' in directory else os.path.expanduser(directory)
+  jax.config.update('jax_compilation_cache_dir', directory)
+  # Cache what takes a while to compile (the steps), not every small program.
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+  logging.info('Compilation cache: %s', directory)
+
+
+def requeue_if_asked() -> bool:
+  """Requeues this Slurm job (process 0 only) when the job asked for it (BN_REPRO_REQUEUE=1,
+  set by scripts/slurm_train.sbatch); the requeued job resumes from the checkpoint."""
+  if os.environ.get('BN_REPRO_REQUEUE') != '1' or 'SLURM_JOB_ID' not in os.environ:
+    return False
+  if jax.process_index() != 0:
+    return True
+  job = os.environ['SLURM_JOB_ID']
+  result = subprocess.run(['scontrol', 'requeue', job], capture_output=True, text=True)
+  if result.returncode:
+    logging.error('scontrol requeue %s failed: %s', job, result.stderr.strip())
+    return False
+  logging.info('requeued Slurm job %s; it resumes from the checkpoint', job)
+  time.sleep(1)
+  return True
