@@ -47,8 +47,8 @@ def main(argv):
   if 1 in parts:
     r = results['1_bare_step'] = steps.bare_step(config, batch, f.steps, f.repeats)
     print(f'1 bare train step: {r["images"]["median_per_s"]:.1f} images/s '
-          f'({r["images"]["min_per_s"]:.1f}-{r["images"]["max_per_s"]:.1f}), '
-          f'compile {r["compile_seconds"]} s')
+          f'({r["images"]["min_per_s"]:.1f}-{r["images"]["max_per_s"]:.1f}; by repeat '
+          f'{r["images_per_s_by_repeat"]}), compile {r["compile_seconds"]} s')
   if 2 in parts:
     from bn_repro.benchmarks import loop  # TensorFlow only for the parts that read data
     r = results['2_full_loop'] = loop.full_loop(config, f.loop_steps)
@@ -62,12 +62,13 @@ def main(argv):
     from bn_repro.benchmarks import input_pipeline  # TensorFlow only for the parts that read data
     r = results['3_input_pipeline'] = input_pipeline.compare(
         config, batch=f.pipeline_batch, num_batches=f.steps, repeats=f.repeats)
+    print(f'3 input pipeline, photo-like JPEGs ({r["jpeg_sizes"]}), photometric strength '
+          f'{r["photometric_strength"]:g}:')
     for name, v in r.items():
-      if isinstance(v, dict):
-        print(f'3 {name}: {v["images_per_s"]:.1f} images/s ({v["min"]:.1f}-{v["max"]:.1f}), '
-              f'{v["cpu_ms_per_image"]:.2f} CPU-ms/image')
-    print(f'3 project/bare: train {r["train_ratio_project_over_bare"]:.3f}, '
-          f'eval {r["eval_ratio_project_over_bare"]:.3f}')
+      if isinstance(v, dict) and 'images_per_s' in v:
+        print(f'  {name}: {v["images_per_s"]:.0f} images/s ({v["min"]:.0f}-{v["max"]:.0f}), '
+              f'{v["cpu_ms_per_image"]:.2f} CPU-ms/image = {v["images_per_s_per_core"]:.0f} '
+              'images/s per core')
   if 4 in parts:
     r = results['4_synced_bn'] = steps.synced_vs_per_device_bn(config, batch, f.steps, f.repeats)
     print(f'4 synced / per-device BN step time on {r["devices"]} devices: '
@@ -80,7 +81,7 @@ def main(argv):
   if 6 in parts:
     rate = results.get('1_bare_step', {}).get('images', {}).get('median_per_s')
     r = results['6_flops'] = steps.flops(config, train_images_per_s=rate)
-    line = f'6 forward FLOPs per image: {r["forward_gflops_per_image"]:.3f} G'
+    line = f'6 forward FLOPs per image: {r["forward_gflops_per_image"]:.3f} G ({r["source"]})'
     if 'mfu' in r:
       line += f'; model-FLOPs utilization {100 * r["mfu"]:.1f}% of {r["peak_flops"] / 1e12:.0f} TFLOP/s'
     print(line)

@@ -1,10 +1,13 @@
-"""Input-pipeline benchmark: the project's ImageNet pipeline against a bare tf.data
-pipeline doing the same decode / crop / resize on the same JPEGs.
+"""(3) The input pipeline's cost per image on the host, the figure that sizes a GPU node's CPUs.
 
-The JPEGs are made here (ImageNet-sized photos are not needed to time JPEG
-decoding and resizing: smooth random images of ImageNet's typical 500x375 size
-and quality-90 encoding), and fed to the project's pipeline through tfds's
-mocking, so every line of it runs as on the real dataset.
+The project's ImageNet pipeline runs, through tfds's mocking, on JPEGs made
+here to look like ImageNet's: 500x375 photographs' statistics (a 1/f^1.1
+amplitude spectrum, correlated colour channels; about 110 KB at quality 90),
+not white noise, which JPEG encodes and decodes very differently. Measured:
+the original images and the pre-resized copy (data/resized.py), augmentation
+on the host (tf.data) or on the device (the host only decodes, crops and
+resizes), train and eval, each as images/s and CPU-ms per image; and a bare
+tf.data pipeline doing the same train and eval work, as the floor to compare with.
 """
 
 from __future__ import annotations
@@ -16,22 +19,44 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from bn_repro.benchmarks.timing import time_iterator
-from bn_repro.data import pipeline, preprocessing
+from bn_repro.data import pipeline, preprocessing, resized
 
 DISTINCT_IMAGES = 256
 REPEAT = 16
+SPECTRUM_SLOPE = 1.1   # amplitude ~ 1/f^1.1: natural photographs' range, ~110 KB at quality 90
 
 
-def make_jpegs(count: int = DISTINCT_IMAGES, height: int = 375, width: int = 500,
-               seed: int = 0) -> list[bytes]:
-  rng = np.random.RandomState(seed)
+def photo_like(rng: np.random.Generator, height: int = 375, width: int = 500) -> np.ndarray:
+  """A uint8 RGB image with a photograph's spatial and colour statistics."""
+  fy = np.fft.fftfreq(height)[:, None]
+  fx = np.fft.rfftfreq(width)[None, :]
+  frequency = np.sqrt(fx ** 2 + fy ** 2)
+  frequency[0, 0] = 1.0 / max(height, width)
+  amplitude = frequency ** -SPECTRUM_SLOPE
+
+  def field():
+    spectrum = amplitude * (rng.standard_normal(amplitude.shape)
+                            + 1j * rng.standard_normal(amplitude.shape))
+    x = np.fft.irfft2(spectrum, s=(height, width))
+    return (x - x.mean()) / x.std()
+
+  luminance, chroma_a, chroma_b = field(), 0.35 * field(), 0.35 * field()
+  rgb = np.stack([luminance + chroma_a, luminance - 0.5 * chroma_a + chroma_b,
+                  luminance - chroma_b], axis=-1)
+  image = 128 + rng.uniform(35, 60) * rgb + rng.uniform(-30, 30)
+  return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_jpegs(count: int = DISTINCT_IMAGES, seed: int = 0, side: int = 0) -> list[bytes]:
+  """`count` photo-like JPEGs (quality 90), with shorter sides resized to `side` if given,
+  as scripts/prepare_data.py --shorter_side stores them."""
+  rng = np.random.default_rng(seed)
   jpegs = []
   for _ in range(count):
-    coarse = rng.randint(0, 256, (height // 25 + 1, width // 25 + 1, 3)).astype(np.float32)
-    image = tf.image.resize(coarse[None], (height, width), method='bicubic')[0]
-    image = image + rng.normal(0, 8, (height, width, 3))
-    image = tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8)
-    jpegs.append(tf.io.encode_jpeg(image, quality=90).numpy())
+    image = tf.constant(photo_like(rng))
+    if side:
+      image = resized.resize_shorter_side_down(image, side)
+    jpegs.append(tf.io.encode_jpeg(image, quality=resized.QUALITY).numpy())
   return jpegs
 
 
@@ -43,6 +68,7 @@ def _examples(jpegs):
 
 
 def bare_train(jpegs, data_config, batch: int):
+  """tf.data alone: decode the crop window, resize, flip (no photometric distortions)."""
   c = data_config
 
   def prepare(jpeg):
@@ -54,8 +80,7 @@ def bare_train(jpegs, data_config, batch: int):
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     image = tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
     image = tf.image.resize(image, [c.image_size, c.image_size], antialias=True)
-    image = tf.image.random_flip_left_right(tf.cast(tf.round(image), tf.uint8))
-    return image
+    return tf.image.random_flip_left_right(tf.cast(tf.round(image), tf.uint8))
 
   ds = tf.data.Dataset.from_tensor_slices(tf.constant(jpegs)).repeat()
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch, drop_remainder=True)
@@ -75,49 +100,53 @@ def bare_eval(jpegs, data_config, batch: int):
   return iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)))
 
 
-def compare(config, *, batch: int = 128, num_batches: int = 20, repeats: int = 3) -> dict:
-  """(3) images/s and CPU-ms per image: project vs bare tf.data, train and eval."""
-  jpegs = make_jpegs()
+def compare(config, *, batch: int = 128, num_batches: int = 20, repeats: int = 3,
+            side: int = 320) -> dict:
+  """images/s and CPU-ms per image of each pipeline variant (see the module docstring)."""
+  originals, smaller = make_jpegs(), make_jpegs(side=side)
   data = config.data.copy_and_resolve_references()
   data.dataset = 'imagenet2012'
   data.num_train_examples = data.num_eval_examples = DISTINCT_IMAGES * REPEAT
   data.in_memory = False
   data.cache_eval = False
-  photometric = data.photometric_strength
-  data.photometric_strength = 0.0   # the bare pipeline has none: compare like with like
 
   def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
-    del self, split, decoders, read_config, shuffle_files
-    return _examples(jpegs)
+    del split, decoders, read_config, shuffle_files
+    return _examples(smaller if isinstance(self, resized.Imagenet2012Shorter) else originals)
 
-  results = {}
+  def variant(stored_side: int, on_device: bool):
+    c = data.copy_and_resolve_references()
+    c.stored_shorter_side, c.augment_on_device = stored_side, on_device
+    return pipeline.Source(c)
+
+  runs, sizes = {}, {'original_kb': np.mean([len(j) for j in originals]) / 1000,
+                     f'side{side}_kb': np.mean([len(j) for j in smaller]) / 1000}
   with tfds.testing.mock_data(as_dataset_fn=as_dataset):
-    source = pipeline.Source(data)
-    train = lambda: pipeline.TrainData(source, global_batch=batch, seed=0).batches(0)
-    evaluation = lambda: iter(pipeline.EvalData(source, global_batch=batch).dataset().as_numpy_iterator())
-    data_photometric = data.copy_and_resolve_references()
-    data_photometric.photometric_strength = photometric
-    source_photometric = pipeline.Source(data_photometric)
-    train_photometric = lambda: pipeline.TrainData(
-        source_photometric, global_batch=batch, seed=0).batches(0)
-    makers = {
-        'project_train': train,
-        'bare_train': lambda: bare_train(jpegs, data, batch),
-        'project_eval': evaluation,
-        'bare_eval': lambda: bare_eval(jpegs, data, batch),
-        f'project_train_photometric_{photometric:g}': train_photometric,
-    }
-    runs = {name: [] for name in makers}
+    makers = {}
+    for stored, label in ((0, 'original'), (side, f'side{side}')):
+      for on_device in (False, True):
+        source = variant(stored, on_device)
+        where = 'device' if on_device else 'host'
+        makers[f'train_{label}_{where}_augmentation'] = (
+            lambda s=source: pipeline.TrainData(s, global_batch=batch, seed=0).batches(0))
+      source = variant(stored, False)
+      makers[f'eval_{label}'] = (
+          lambda s=source: iter(pipeline.EvalData(s, global_batch=batch).dataset()
+                                .as_numpy_iterator()))
+    plain = data.copy_and_resolve_references()
+    plain.photometric_strength = 0.0
+    makers['bare_tf_data_train_original'] = lambda: bare_train(originals, plain, batch)
+    makers['bare_tf_data_eval_original'] = lambda: bare_eval(originals, plain, batch)
+    for name in makers:
+      runs[name] = []
     for _ in range(repeats):
       for name, make in makers.items():
         runs[name].append(time_iterator(make, num_batches, batch))
+  results = {'jpeg_sizes': sizes, 'photometric_strength': data.photometric_strength}
   for name, values in runs.items():
     rates = [v[0] for v in values]
+    cpu_ms = statistics.median([v[1] for v in values])
     results[name] = {'images_per_s': statistics.median(rates), 'min': min(rates),
-                     'max': max(rates),
-                     'cpu_ms_per_image': statistics.median([v[1] for v in values])}
-  results['train_ratio_project_over_bare'] = (
-      results['project_train']['images_per_s'] / results['bare_train']['images_per_s'])
-  results['eval_ratio_project_over_bare'] = (
-      results['project_eval']['images_per_s'] / results['bare_eval']['images_per_s'])
+                     'max': max(rates), 'cpu_ms_per_image': cpu_ms,
+                     'images_per_s_per_core': 1000 / cpu_ms}
   return results

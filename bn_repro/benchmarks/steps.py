@@ -14,23 +14,30 @@ import time
 import jax
 import numpy as np
 
+from bn_repro.data.on_device import Augmentation
 from bn_repro.data.specs import image_shape
 from bn_repro.evaluation import population
 from bn_repro.models import abstract_variables, build_model
-from bn_repro.models.summary import forward_flops
+from bn_repro.models.summary import counted_flops, forward_flops
 from bn_repro.parallel import device_map
 from bn_repro.benchmarks.timing import Timing, interleaved
-from bn_repro.training.recipe import TrainingRecipe
+from bn_repro.training.recipes import TrainingRecipe
 
 # Dense bf16 peak of accelerators we know (FLOP/s), for model-FLOPs utilization.
 PEAK_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12, 'v5e': 197e12, 'v4': 275e12}
 
 
 def synthetic_batch(config, global_batch: int, seed: int = 0) -> dict:
+  """A training batch as the input pipeline delivers it (with per-example augmentation
+  seeds when the train step augments)."""
   shape = image_shape(config.data)
   rng = np.random.RandomState(seed)
-  return {'image': rng.randint(0, 256, (global_batch,) + shape).astype(np.uint8),
-          'label': rng.randint(0, config.model.num_classes, global_batch).astype(np.int32)}
+  batch = {'image': rng.randint(0, 256, (global_batch,) + shape).astype(np.uint8),
+           'label': rng.randint(0, config.model.num_classes, global_batch).astype(np.int32)}
+  if config.data.augment_on_device:
+    batch['aug_seed'] = np.stack([np.zeros(global_batch), np.arange(global_batch)],
+                                 axis=1).astype(np.uint32)
+  return batch
 
 
 @dataclasses.dataclass
@@ -64,13 +71,17 @@ def run_steps(setup: StepSetup, num_steps: int) -> None:
   setup.state = state
 
 
-def bare_step(config, global_batch: int, num_steps: int, repeats: int) -> dict:
-  """(1) The jitted train step alone on device-resident data."""
+def bare_step(config, global_batch: int, num_steps: int, repeats: int,
+              warmup_steps: int = 10) -> dict:
+  """(1) The jitted train step alone on device-resident data, timed after `warmup_steps`
+  steps (an accelerator's first steps after compiling run slower: autotuning, clocks)."""
   setup = setup_train_step(config, global_batch)
+  run_steps(setup, warmup_steps)
   times = interleaved({'step': lambda: run_steps(setup, num_steps)}, repeats)['step']
-  return {'compile_seconds': round(setup.compile_seconds, 2),
+  return {'compile_seconds': round(setup.compile_seconds, 2), 'warmup_steps': warmup_steps,
           'images': Timing(times, num_steps * global_batch).summary(),
-          'steps': Timing(times, num_steps).summary()}
+          'steps': Timing(times, num_steps).summary(),
+          'images_per_s_by_repeat': [round(num_steps * global_batch / t, 1) for t in times]}
 
 
 def synced_vs_per_device_bn(config, global_batch: int, num_steps: int, repeats: int) -> dict:
@@ -91,7 +102,7 @@ def population_vs_eval(config, global_batch: int, num_batches: int, repeats: int
   setup = setup_train_step(config, global_batch)
   model, spec = setup.recipe.model, setup.recipe.spec
   variables = setup.state.variables()
-  moments = population.make_moments_step(model, spec)
+  moments = population.make_moments_step(model, spec, Augmentation.from_config(config.data))
   forward = population.make_forward_step(model, spec)
   jax.block_until_ready(moments(variables, setup.batch))
   jax.block_until_ready(forward(variables, setup.batch))
@@ -111,39 +122,23 @@ def population_vs_eval(config, global_batch: int, num_batches: int, repeats: int
                                   statistics.median(times['eval'])}
 
 
-def flops(config, global_batch_per_device: int | None = None,
-          train_images_per_s: float | None = None) -> dict:
-  """(6) XLA's forward FLOPs per image and, given a measured rate on an accelerator, MFU."""
+def flops(config, train_images_per_s: float | None = None) -> dict:
+  """(6) Forward FLOPs per image (XLA's cost analysis, or counted from the layers where a
+  backend gives none) and, given a measured rate on a known accelerator, MFU."""
   shape = image_shape(config.data)
   model = build_model(config.model, image_size=shape[0])
-  forward = forward_flops(model, abstract_variables(model, shape), shape)
-  result = {'forward_gflops_per_image': forward / 1e9,
-            'train_gflops_per_image (3x forward)': 3 * forward / 1e9}
-  device = jax.devices()[0]
-  kind = getattr(device, 'device_kind', '')
+  variables = abstract_variables(model, shape)
+  counted = counted_flops(model, variables, shape)
+  forward = forward_flops(model, variables, shape)
+  result = {'forward_gflops_per_image': (forward or counted) / 1e9,
+            'source': 'XLA cost analysis' if forward else 'counted from the layers',
+            'counted_forward_gflops_per_image': counted / 1e9,
+            'train_gflops_per_image (3x forward)': 3 * (forward or counted) / 1e9}
+  kind = jax.devices()[0].device_kind
   peak = next((v for k, v in PEAK_FLOPS.items() if k in kind), None)
   result['device_kind'] = kind
   if peak and train_images_per_s:
     per_device = train_images_per_s / device_map.device_count()
-    result['mfu'] = 3 * forward * per_device / peak
-    result['peak_flops'] = peak
-  return result
-
-
-def flops(config, global_batch_per_device: int | None = None,
-          train_images_per_s: float | None = None) -> dict:
-  """(6) XLA's forward FLOPs per image and, given a measured rate on an accelerator, MFU."""
-  shape = image_shape(config.data)
-  model = build_model(config.model, image_size=shape[0])
-  forward = forward_flops(model, abstract_variables(model, shape), shape)
-  result = {'forward_gflops_per_image': forward / 1e9,
-            'train_gflops_per_image (3x forward)': 3 * forward / 1e9}
-  device = jax.devices()[0]
-  kind = getattr(device, 'device_kind', '')
-  peak = next((v for k, v in PEAK_FLOPS.items() if k in kind), None)
-  result['device_kind'] = kind
-  if peak and train_images_per_s:
-    per_device = train_images_per_s / device_map.device_count()
-    result['mfu'] = 3 * forward * per_device / peak
+    result['mfu'] = 3 * (forward or counted) * per_device / peak
     result['peak_flops'] = peak
   return result

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import math
 import os
 from typing import Any
@@ -22,6 +23,7 @@ from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
 from bn_repro.parallel import device_map
 from bn_repro.errors import DataError
+from bn_repro.data import resized
 from bn_repro.data.specs import dataset_spec
 
 DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
@@ -85,9 +87,21 @@ def _is_readable(builder) -> bool:
 
 
 def _prepare_on_process_zero(builder, **kwargs):
+  """Prepares the dataset once, however many processes or runs start at the same time:
+  processes of one run wait for process 0; separate runs on this machine take turns
+  (a lock file next to the data) and the later ones find it prepared."""
   if device_map.process_index() == 0:
-    builder.download_and_prepare(**kwargs)
+    lock_dir = builder._data_dir_root  # noqa: SLF001 (tfds has no public name for it)
+    os.makedirs(lock_dir, exist_ok=True)
+    with open(os.path.join(lock_dir, f'.{builder.name}.prepare.lock'), 'w') as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      builder.download_and_prepare(**kwargs)   # does nothing if a turn before prepared it
   device_map.sync_processes(f'prepared {builder.name}')
+
+
+def shorter_side_builder(data_dir, side: int) -> resized.Imagenet2012Shorter:
+  return resized.Imagenet2012Shorter(config=f'side{side}', data_dir=data_dir,
+                                     source_data_dir=data_dir)
 
 
 def get_builder(data_config):
@@ -95,6 +109,14 @@ def get_builder(data_config):
   name = data_config.dataset
   spec = dataset_spec(name)
   data_dir = data_config.data_dir
+  side = data_config.get('stored_shorter_side', 0)
+  if name == 'imagenet2012' and side:
+    builder = shorter_side_builder(data_dir, side)
+    if _is_readable(builder):
+      return builder
+    raise DataError(f'imagenet2012 with shorter sides of {side} is not prepared: run python '
+                    f'scripts/prepare_data.py --dataset imagenet2012 --shorter_side {side}'
+                    + (f' --data_dir {data_dir}' if data_dir else ''))
   builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
   if _is_readable(builder):
     return builder
@@ -111,14 +133,16 @@ def get_builder(data_config):
   local = LOCAL_BUILDERS[name](local_dir=local_dir, data_dir=data_dir)
   if _is_readable(local):
     return local
+  # A builder reads its dataset's description when made: after preparing (here, or by
+  # another run that held the lock first), a new one sees the prepared dataset.
   if _has_idx_files(local_dir):
     logging.info('Building tfds dataset %s from %s (once)', local.name, local_dir)
     _prepare_on_process_zero(local)
-    return local
+    return LOCAL_BUILDERS[name](local_dir=local_dir, data_dir=data_dir)
   if data_config.download:
     logging.info('Downloading %s with tfds', name)
     _prepare_on_process_zero(builder)
-    return builder
+    return tfds.builder(spec.tfds_name, data_dir=data_dir)
   hint = (' install Debian\'s dataset-fashion-mnist (apt-get install dataset-fashion-mnist),'
           if name == 'fashion_mnist' else '')
   raise DataError(
@@ -140,6 +164,11 @@ class SplitPart:
 
 def split_part(builder, split: str, fallback_total: int | None) -> SplitPart:
   """This process's disjoint part of `split` (tfds's per-process split)."""
+  known = list(builder.info.splits.keys())
+  base = split.split('[')[0].split('+')[0].strip()
+  if known and base not in known:
+    raise DataError(f'{split!r} is not a split of {builder.name}; its splits: '
+                    f'{", ".join(sorted(known))} (slices like \'{known[0]}[:1000]\' work too)')
   count, index = device_map.process_count(), device_map.process_index()
   parts = [tfds.split_for_jax_process(split, process_index=i, process_count=count)
            for i in range(count)]

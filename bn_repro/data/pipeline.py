@@ -82,10 +82,14 @@ class TrainData:
     if self.part.max_num_examples >= _POSITIONS_PER_EPOCH:
       raise DataError(f'split {c.train_split!r} is too large for per-example seeds')
     self.steps_per_epoch = datasets.steps_per_epoch(self.part, global_batch)
+    self.augment_on_device = bool(c.augment_on_device)
+    # With augment_on_device the host only crops and resizes; the flip and the
+    # photometric distortions happen in the train step, from each example's aug_seed.
     self._augment = functools.partial(
         preprocessing.train_image, image_size=c.image_size, channels=source.spec.channels,
-        min_area=c.min_area, aspect_ratio=tuple(c.aspect_ratio), flip=c.flip,
-        photometric_strength=c.photometric_strength)
+        min_area=c.min_area, aspect_ratio=tuple(c.aspect_ratio),
+        flip=c.flip and not self.augment_on_device,
+        photometric_strength=0.0 if self.augment_on_device else c.photometric_strength)
 
   def epoch_dataset(self, epoch: int, skip_batches: int = 0) -> tf.data.Dataset:
     """The batches of one epoch, starting after `skip_batches` of them."""
@@ -95,12 +99,17 @@ class TrainData:
     ds = ds.shuffle(self.source.config.shuffle_buffer, seed=shuffle_seed,
                     reshuffle_each_iteration=False)
     ds = ds.enumerate().skip(skip_batches * self.local_batch)
-    example_seed_base = (epoch * device_map.process_count() + process) * _POSITIONS_PER_EPOCH
+    stream = epoch * device_map.process_count() + process
+    example_seed_base = stream * _POSITIONS_PER_EPOCH
 
     def prepare(position, example):
       seed = tf.stack([tf.constant(self.seed, tf.int64), example_seed_base + position])
-      return {'image': self._augment(example['image'], seed),
-              'label': tf.cast(example['label'], tf.int32)}
+      prepared = {'image': self._augment(example['image'], seed),
+                  'label': tf.cast(example['label'], tf.int32)}
+      if self.augment_on_device:
+        prepared['aug_seed'] = tf.cast(tf.stack([tf.constant(stream, tf.int64), position]),
+                                       tf.uint32)
+      return prepared
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(self.local_batch, drop_remainder=True)

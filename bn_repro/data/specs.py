@@ -26,6 +26,10 @@ DATASETS = {
 }
 
 
+# Shorter sides of the smaller copies of imagenet2012 (data/resized.py); 0: the original.
+IMAGENET_STORED_SIDES = (256, 288, 320, 352)
+
+
 def dataset_spec(name: str) -> DatasetSpec:
   check_choice('data.dataset', name, tuple(DATASETS))
   return DATASETS[name]

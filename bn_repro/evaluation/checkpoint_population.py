@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bn_repro.data import pipeline
+from bn_repro.data.on_device import Augmentation
 from bn_repro.errors import UserError
 from bn_repro.evaluation import population
 from bn_repro.evaluation.trained import load_trained
@@ -41,8 +42,9 @@ def compute_for_checkpoint(workdir: str, *, step: int | None = None, num_batches
     train_data = pipeline.TrainData(source, global_batch=batch_size, seed=seed)
     return device_map.prefetch(train_data.batches(0), config.data.prefetch)
 
-  stats, counts, seconds = population.compute(model, variables, source.spec, batches(),
-                                              num_batches)
+  stats, counts, seconds = population.compute(
+      model, variables, source.spec, batches(), num_batches,
+      augmentation=Augmentation.from_config(config.data), seed=seed)
   meta = {
       'checkpoint_step': trained.step, 'num_batches': num_batches,
       'global_batch_size': batch_size, 'seed': seed,

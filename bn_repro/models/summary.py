@@ -46,6 +46,27 @@ def layer_rows(model: nn.Module, variables, image_shape) -> list[tuple[str, tupl
   return rows
 
 
+def counted_flops(model: nn.Module, variables, image_shape) -> float:
+  """Forward FLOPs of one image counted from its convolutions and dense layers (2 per
+  multiply-add; normalization, pooling and activations, a few percent, are left out)."""
+  total = 0
+
+  def record(next_fun, args, kwargs, context):
+    nonlocal total
+    out = next_fun(*args, **kwargs)
+    module = context.module
+    if context.method_name == '__call__' and isinstance(module, (nn.Conv, nn.Dense)):
+      kernel = module.variables['params']['kernel']
+      per_output = math.prod(kernel.shape[:-1])     # window x input channels (per group)
+      total += 2 * per_output * math.prod(out.shape[1:])
+    return out
+
+  image = jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32)
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda v, x: model.apply(v, x), variables, image)
+  return float(total)
+
+
 def forward_flops(model: nn.Module, variables, image_shape) -> float | None:
   """XLA's cost-analysis FLOPs for one image's inference forward pass."""
   image = jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32)

@@ -6,7 +6,7 @@ BN grouping where it is decided (device_map.bn_groups); everything else here.
 
 from __future__ import annotations
 
-from bn_repro.data.specs import dataset_spec
+from bn_repro.data.specs import IMAGENET_STORED_SIDES, dataset_spec
 from bn_repro.errors import ConfigError, check_positive
 from bn_repro.parallel import device_map
 from bn_repro.training import durations, hooks, optim
@@ -27,6 +27,9 @@ def validate(config) -> None:
   durations.parse('check_finite_every', config.check_finite_every, allow_zero=True)
   dataset_spec(config.data.dataset)
   check_positive('data.image_size', config.data.image_size)
+  if config.data.stored_shorter_side not in (0,) + IMAGENET_STORED_SIDES:
+    raise ConfigError(f'data.stored_shorter_side={config.data.stored_shorter_side} is not one '
+                      f'of {IMAGENET_STORED_SIDES} (0: the original images)')
   if not 0 < config.data.eval_crop_fraction <= 1:
     raise ConfigError(f'data.eval_crop_fraction={config.data.eval_crop_fraction} must be in (0, 1]')
   if not 0 < config.data.min_area <= 1:

@@ -21,12 +21,13 @@ the evaluations of its step and a checkpoint comes last.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Callable
 
 from absl import logging
 
+from bn_repro import faults, files
 from bn_repro.data import pipeline
+from bn_repro.data.on_device import Augmentation
 from bn_repro.errors import ConfigError, check_choice
 from bn_repro.evaluation import exact, population
 from bn_repro.models.batchnorm import EVAL_STATISTICS
@@ -34,9 +35,9 @@ from bn_repro.parallel import device_map
 from bn_repro.research import ics_probe
 from bn_repro.training import durations
 from bn_repro.training.checkpoints import Checkpoints
-from bn_repro.training.recipe import TrainingRecipe
+from bn_repro.training.recipes import TrainingRecipe
 from bn_repro.training.state import eval_variables
-from bn_repro.workdir import Workdir, read_json, write_json
+from bn_repro.workdir import Workdir, write_json
 
 
 
@@ -62,9 +63,11 @@ class HookContext:
 
 class Hook:
   """One named piece of periodic work. Subclasses set `runs_at_start` / `runs_at_end`
-  and implement __call__(step, state, outputs) -> metrics to write (may be {})."""
+  and implement __call__(step, state, outputs) -> metrics to write (may be {}).
+  A stop signal may skip an `interruptible` hook (the state is saved instead)."""
   runs_at_start = False
   runs_at_end = False
+  interruptible = False
 
   def __init__(self, name: str, every_steps: int, at_end_only: bool):
     self.name = name
@@ -88,6 +91,7 @@ class Hook:
 
 class EvaluateHook(Hook):
   runs_at_end = True
+  interruptible = True
 
   def __init__(self, name, every_steps, at_end_only, ctx: HookContext, *, stats: str,
                num_batches: int = 0):
@@ -106,13 +110,16 @@ class EvaluateHook(Hook):
                                   seed=self.ctx.config.seed + 1)
       self._population_batches = device_map.prefetch(stream.batches(0),
                                                      self.ctx.config.data.prefetch)
-      self._moments_step = population.make_moments_step(recipe.model, recipe.spec)
+      self._moments_step = population.make_moments_step(
+          recipe.model, recipe.spec, Augmentation.from_config(self.ctx.config.data),
+          self.ctx.config.seed + 1)
     stats, _, _ = population.compute(recipe.model, state.variables(), recipe.spec,
                                      self._population_batches, self.num_batches,
                                      step=self._moments_step)
     return device_map.replicate(stats)
 
   def __call__(self, step, state, outputs):
+    faults.point('evaluate', step)
     population_stats = self._population_stats(state) if self.stats == 'population' else None
     variables = eval_variables(state.model_part(), self.stats, step=state.step,
                                momentum=self.ctx.config.model.bn.momentum,
@@ -124,6 +131,7 @@ class EvaluateHook(Hook):
 
 class ProbeHook(Hook):
   runs_at_start = True
+  interruptible = True
 
   def __init__(self, name, every_steps, at_end_only, ctx: HookContext, *, layers, batch_size: int,
                unit: int):
@@ -143,7 +151,8 @@ class ProbeHook(Hook):
 
 class TargetsHook(Hook):
   """Watches `metric` in the outputs of the hooks before it; records the first step at
-  which it reached each value, in Workdir.targets_file (kept across resumes)."""
+  which it reached each value in Workdir.targets_file. A resumed run rebuilds what was
+  reached from the metrics logged up to its start."""
 
   def __init__(self, name, every_steps, at_end_only, ctx: HookContext, *, metric: str, values):
     super().__init__(name, 1, at_end_only)
@@ -151,17 +160,24 @@ class TargetsHook(Hook):
     self.path = ctx.workdir.targets_file
     self.values = [float(v) for v in values]
     self.reached = {}
-    if ctx.start_step and os.path.exists(self.path):
-      self.reached = read_json(self.path)['reached']
+    if ctx.start_step and files.exists(ctx.workdir.metrics_file):
+      for record in ctx.workdir.read_metrics():
+        self._update(record['step'], record)
 
-  def __call__(self, step, state, outputs):
+  def _update(self, step: int, outputs: dict) -> list[float]:
     if self.metric not in outputs:
-      return {}
+      return []
     value = outputs[self.metric]
     new = [t for t in self.values if f'{t:g}' not in self.reached and value >= t]
     for t in new:
       self.reached[f'{t:g}'] = {'step': step, self.metric: value}
-      logging.info('step %d: %s %.4f reached the target %g', step, self.metric, value, t)
+    return new
+
+  def __call__(self, step, state, outputs):
+    new = self._update(step, outputs)
+    for t in new:
+      logging.info('step %d: %s %.4f reached the target %g', step, self.metric,
+                   outputs[self.metric], t)
     if new:
       write_json(self.path, {'metric': self.metric, 'targets': self.values,
                              'reached': self.reached})

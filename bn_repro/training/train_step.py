@@ -2,8 +2,8 @@
 
 Gradients and metrics are averaged over the device axis; BN batch statistics
 are synced inside the model, over the devices of each BN group. A step whose
-loss or gradients are not finite leaves the state untouched and reports
-`finite = False`, so the last good state survives to be checkpointed.
+loss, gradients or new state are not finite leaves the state untouched and
+reports `finite = False`, so the last good state survives to be checkpointed.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bn_repro.data.on_device import standardize
+from bn_repro.data.on_device import Augmentation, train_images
 from bn_repro.data.specs import DatasetSpec
 from bn_repro.models.batchnorm import EMA_STATS
 from bn_repro.parallel import device_map
@@ -23,8 +23,12 @@ def _all_finite(tree):
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def make_train_step(model, tx: optax.GradientTransformation, schedule, spec: DatasetSpec):
+def make_train_step(model, tx: optax.GradientTransformation, schedule, spec: DatasetSpec,
+                    augmentation: Augmentation | None = None, seed: int = 0):
   """(state, batch) -> (state, metrics), compiled once, state replicated.
+
+  augmentation: the flip and photometric distortions to do here, from each example's
+  batch['aug_seed'] and the run's `seed` (None: the host did them).
 
   When BN groups are smaller than all devices, the EMA statistics differ per
   device after a step; they are averaged over devices so that the replicated
@@ -35,7 +39,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule, spec: Dat
   def step(state: TrainState, batch):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     rng = jax.random.fold_in(rng, device_map.device_index())
-    images = standardize(batch['image'], spec)
+    images = train_images(batch, spec, augmentation, seed)
     labels = batch['label']
 
     def loss_fn(params):
@@ -57,7 +61,10 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule, spec: Dat
         'loss': loss,
         'top1': jnp.mean(jnp.argmax(logits, -1) == labels),
     })
-    finite = jnp.isfinite(metrics['loss']) & _all_finite(grads)
+    # A step counts as failed if its loss, its gradients or the state it produces is not
+    # finite (a finite gradient times a huge learning rate can still overflow).
+    finite = jnp.isfinite(metrics['loss']) & _all_finite((grads, new_state.params,
+                                                           new_state.opt_state))
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     metrics['finite'] = finite
     metrics['learning_rate'] = schedule(state.step)
