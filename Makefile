@@ -17,6 +17,8 @@ TEST_STAMP := $(VENV)/.installed-test
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 # Tests and multi-device examples simulate 8 CPU devices.
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8 TF_CPP_MIN_LOG_LEVEL=2
+# Two pytest workers: one compiles or starts a subprocess while the other computes.
+TEST_WORKERS ?= 2
 # On a CPU, two simulated devices train the small twins faster than one (two XLA
 # threads at work, docs/performance.md); on a GPU host the flag only touches the
 # CPU platform.
@@ -52,7 +54,7 @@ fashion-mnist:
 	fi
 
 test: setup $(TEST_STAMP)
-	$(TEST_ENV) $(PY) -m pytest -q tests
+	$(TEST_ENV) $(PY) -m pytest -q -n $(TEST_WORKERS) tests
 
 demo: setup
 	$(RUN_ENV) $(PY) scripts/demo.py --config configs/demo.py --workdir workdirs/demo
