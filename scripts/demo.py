@@ -16,13 +16,15 @@ from bn_repro.training.loop import train_and_evaluate
 config_flags.DEFINE_config_file('config', 'configs/demo.py', 'Config file.', lock_config=True)
 flags.DEFINE_string('workdir', 'workdirs/demo', 'Directory for checkpoints and results.')
 flags.DEFINE_integer('population_batches', 100, 'Training batches for population statistics.')
+flags.DEFINE_bool('allow_config_change', False, 'As in scripts/train.py.')
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
   start = time.time()
-  ema = train_and_evaluate(f.config, f.workdir)   # ends with an eval with the EMA statistics
+  # Training ends with an evaluation with the EMA statistics.
+  ema = train_and_evaluate(f.config, f.workdir, allow_config_change=f.allow_config_change)
   checkpoint_population.compute_for_checkpoint(f.workdir, num_batches=f.population_batches,
                                                log=logging.info)
   population = protocols.evaluate_workdir(f.workdir, protocols.EvalSpec('population')).record
