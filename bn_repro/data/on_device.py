@@ -70,16 +70,21 @@ def hsv_to_rgb(image):
   return jnp.stack([channel(5.0), channel(3.0), channel(1.0)], axis=-1)
 
 
-def adjust_saturation(image, factor):
+def adjust_saturation_and_hue(image, factor=1.0, delta=0.0):
+  """tf.image.adjust_saturation by `factor`, then tf.image.adjust_hue by `delta`, in one
+  round trip through HSV (the same result: going back and forth changes nothing else)."""
   hsv = rgb_to_hsv(image)
-  hsv = hsv.at[..., 1].set(jnp.clip(hsv[..., 1] * factor, 0.0, 1.0))
-  return hsv_to_rgb(hsv)
+  saturation = jnp.clip(hsv[..., 1] * factor, 0.0, 1.0)
+  hue = (hsv[..., 0] + delta) % 1.0
+  return hsv_to_rgb(jnp.stack([hue, saturation, hsv[..., 2]], axis=-1))
+
+
+def adjust_saturation(image, factor):
+  return adjust_saturation_and_hue(image, factor=factor)
 
 
 def adjust_hue(image, delta):
-  hsv = rgb_to_hsv(image)
-  hsv = hsv.at[..., 0].set((hsv[..., 0] + delta) % 1.0)
-  return hsv_to_rgb(hsv)
+  return adjust_saturation_and_hue(image, delta=delta)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,8 +123,7 @@ class Augmentation:
     if 'brightness' in draws:    # TensorFlow's order: brightness, saturation, hue, contrast
       x = adjust_brightness(x, draws['brightness'])
       if 'saturation' in draws:
-        x = adjust_saturation(x, draws['saturation'])
-        x = adjust_hue(x, draws['hue'])
+        x = adjust_saturation_and_hue(x, draws['saturation'], draws['hue'])
       x = adjust_contrast(x, draws['contrast'])
       x = jnp.clip(x, 0.0, 1.0)
     return x * 255.0

@@ -25,6 +25,14 @@ def _in_table(module: nn.Module) -> bool:
   return isinstance(module, _TABLE_MODULES) or module.name in _TABLE_NAMES
 
 
+def _trace_one_image(model: nn.Module, variables, image_shape, interceptor) -> None:
+  """Traces the forward pass of one abstract image (no compute), calling `interceptor`
+  on every module method call."""
+  image = jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32)
+  with nn.intercept_methods(interceptor):
+    jax.eval_shape(lambda v, x: model.apply(v, x), variables, image)
+
+
 def layer_rows(model: nn.Module, variables, image_shape) -> list[tuple[str, tuple, int]]:
   """(layer path, output shape for one image, parameter count), in forward order."""
   outputs = []
@@ -35,9 +43,7 @@ def layer_rows(model: nn.Module, variables, image_shape) -> list[tuple[str, tupl
       outputs.append((context.module.path, out.shape[1:]))
     return out
 
-  image = jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32)
-  with nn.intercept_methods(record):
-    jax.eval_shape(lambda v, x: model.apply(v, x), variables, image)
+  _trace_one_image(model, variables, image_shape, record)
   params = traverse_util.flatten_dict(variables['params'])
   rows = []
   for path, shape in outputs:
@@ -61,9 +67,7 @@ def counted_flops(model: nn.Module, variables, image_shape) -> float:
       total += 2 * per_output * math.prod(out.shape[1:])
     return out
 
-  image = jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32)
-  with nn.intercept_methods(record):
-    jax.eval_shape(lambda v, x: model.apply(v, x), variables, image)
+  _trace_one_image(model, variables, image_shape, record)
   return float(total)
 
 
