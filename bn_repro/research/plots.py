@@ -15,18 +15,23 @@ def save(fig, path: str) -> None:
   plt.close(fig)
 
 
-def accuracy_curves(curves: dict[str, tuple[list, list]], *, title: str,
-                    ylabel: str = 'test top-1 accuracy'):
-  """curves: {label: (steps, accuracies)} on one axis."""
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  for label, (steps, values) in curves.items():
-    ax.plot(steps, values, label=label, marker='.' if len(steps) < 40 else None)
+def _label_steps_axes(fig, ax, ylabel: str, title: str):
+  """Labels, grid and legend of a curve-over-training-steps plot; returns the figure."""
   ax.set_xlabel('training step')
   ax.set_ylabel(ylabel)
   ax.set_title(title)
   ax.grid(alpha=0.3)
   ax.legend(loc='lower right', fontsize='small')
   return fig
+
+
+def accuracy_curves(curves: dict[str, tuple[list, list]], *, title: str,
+                    ylabel: str = 'test top-1 accuracy'):
+  """curves: {label: (steps, accuracies)} on one axis."""
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for label, (steps, values) in curves.items():
+    ax.plot(steps, values, label=label, marker='.' if len(steps) < 40 else None)
+  return _label_steps_axes(fig, ax, ylabel, title)
 
 
 def mean_curves(runs: dict[str, list[tuple[list, list]]], *, title: str,
@@ -41,12 +46,7 @@ def mean_curves(runs: dict[str, list[tuple[list, list]]], *, title: str,
                     if len(curves) > 1 else label)
     if len(curves) > 1:
       ax.fill_between(steps, table.min(0), table.max(0), alpha=0.2, color=line.get_color())
-  ax.set_xlabel('training step')
-  ax.set_ylabel(ylabel)
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend(loc='lower right', fontsize='small')
-  return fig
+  return _label_steps_axes(fig, ax, ylabel, title)
 
 
 def _percentiles(records: list[dict], layer: str, ax, title: str) -> None:
