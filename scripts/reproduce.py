@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -46,7 +47,9 @@ class Runner:
               skip: bool = False) -> None:
     """Runs and records a command; skip: only record it (its run finished earlier)."""
     command = [sys.executable, script, *args] + (self.data_args if data else [])
-    self.commands.append((name, ' '.join(['python'] + command[1:])))
+    # As typed in the repository root (where it runs): quoted, paths relative.
+    shown = [arg.replace(REPO + os.sep, '') for arg in command[1:]]
+    self.commands.append((name, shlex.join(['python'] + shown)))
     if skip or self.dry:
       self.timings[name] = 'finished by an earlier invocation' if skip else 'not run'
       return

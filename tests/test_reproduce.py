@@ -1,7 +1,9 @@
 """The pieces of scripts/reproduce.py and of the internal-covariate-shift probe, at toy size."""
 
 import importlib
+import importlib.util
 import os
+import shlex
 
 import jax
 import ml_collections
@@ -210,3 +212,20 @@ def test_hook_cadence():
   assert not every_five.due(7, final=True)           # runs_at_end is off for a bare Hook
   only_at_end = Hook('h', every_steps=0, at_end_only=True)
   assert not only_at_end.due(10) and only_at_end.due(10, final=True)
+
+
+def test_recorded_commands_paste_into_a_shell_at_the_repo_root(repo_root, tmp_path):
+  """commands.md lists each command as typed in the repository root: quoted where an
+  argument has a space ('1406 steps'), with paths relative to the root."""
+  spec = importlib.util.spec_from_file_location(
+      'reproduce_script', os.path.join(repo_root, 'scripts', 'reproduce.py'))
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  runner = script.Runner(str(tmp_path), [], dry=True)
+  workdir = os.path.join(script.REPO, 'results', 'full', 'runs', 'bn_x5_seed0')
+  runner.command('BN-x5', 'scripts/train.py', '--workdir', workdir,
+                 '--config.train_for=1406 steps')
+  (name, line), = runner.commands
+  assert name == 'BN-x5'
+  assert shlex.split(line) == ['python', 'scripts/train.py', '--workdir',
+                               'results/full/runs/bn_x5_seed0', '--config.train_for=1406 steps']
