@@ -208,7 +208,7 @@ def figure4(runner: Runner, plan: rp.Plan, finished: dict) -> list[dict]:
     out = rp.results_path(runner.out_dir, 'eval', f'bn_x30_{crops}crop.json')
     runner.command(f'evaluate BN-x30 {crops} crops', 'scripts/ensemble.py', '--workdirs', x30,
                    '--stats', 'population', '--crops', str(crops), '--split', plan.crops_split,
-                   '--output', out, data=False, skip=os.path.exists(out))
+                   '--output', out, data=False, skip=evaluated(out, [x30]))
     rows.append(_figure4_row(out, 'BN-x30 twin', crops, 1))
   ensembles = {'ensemble of ' + ', '.join(rp.BN_TWINS): [members[m] for m in rp.BN_TWINS],
                f'ensemble of BN-x30, {len(x30_seeds)} seeds': sorted(x30_seeds)}
@@ -218,9 +218,22 @@ def figure4(runner: Runner, plan: rp.Plan, finished: dict) -> list[dict]:
       runner.command(f'{label}, {crops} crops', 'scripts/ensemble.py', '--workdirs',
                      ','.join(workdirs), '--stats', 'population', '--crops', str(crops),
                      '--split', plan.crops_split, '--output', out, data=False,
-                     skip=os.path.exists(out))
+                     skip=evaluated(out, workdirs))
       rows.append(_figure4_row(out, label, crops, len(workdirs)))
   return [r for r in rows if r]
+
+
+def evaluated(out: str, workdirs: list[str]) -> bool:
+  """Whether `out` holds an evaluation of exactly these runs as they are now: an output
+  left from other runs, or from before a member was retrained, is made again."""
+  if not os.path.exists(out):
+    return False
+  with open(out, encoding='utf-8') as f:
+    members = [row['workdir'] for row in json.load(f)['rows'] if row['workdir']]
+  if sorted(map(os.path.abspath, members)) != sorted(map(os.path.abspath, workdirs)):
+    return False
+  made = os.path.getmtime(out)
+  return all(os.path.getmtime(Workdir(w).results_file) <= made for w in workdirs)
 
 
 def _figure4_row(path: str, model: str, crops: int, models: int) -> dict | None:

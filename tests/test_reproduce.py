@@ -2,6 +2,7 @@
 
 import importlib
 import importlib.util
+import json
 import os
 import shlex
 
@@ -214,13 +215,19 @@ def test_hook_cadence():
   assert not only_at_end.due(10) and only_at_end.due(10, final=True)
 
 
-def test_recorded_commands_paste_into_a_shell_at_the_repo_root(repo_root, tmp_path):
-  """commands.md lists each command as typed in the repository root: quoted where an
-  argument has a space ('1406 steps'), with paths relative to the root."""
+@pytest.fixture
+def script(repo_root):
+  """scripts/reproduce.py as a module."""
   spec = importlib.util.spec_from_file_location(
       'reproduce_script', os.path.join(repo_root, 'scripts', 'reproduce.py'))
-  script = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(script)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_recorded_commands_paste_into_a_shell_at_the_repo_root(script, tmp_path):
+  """commands.md lists each command as typed in the repository root: quoted where an
+  argument has a space ('1406 steps'), with paths relative to the root."""
   runner = script.Runner(str(tmp_path), [], dry=True)
   workdir = os.path.join(script.REPO, 'results', 'full', 'runs', 'bn_x5_seed0')
   runner.command('BN-x5', 'scripts/train.py', '--workdir', workdir,
@@ -229,3 +236,24 @@ def test_recorded_commands_paste_into_a_shell_at_the_repo_root(repo_root, tmp_pa
   assert name == 'BN-x5'
   assert shlex.split(line) == ['python', 'scripts/train.py', '--workdir',
                                'results/full/runs/bn_x5_seed0', '--config.train_for=1406 steps']
+
+
+def test_figure4_outputs_are_reused_only_for_the_same_runs_as_they_are(script, tmp_path):
+  """A resumed reproduction makes a Figure 4 evaluation again when its output names other
+  runs (e.g. left from an earlier plan) or predates a member's final results."""
+  runs = [str(tmp_path / name) for name in ('bn_x30_seed0', 'bn_x30_seed1')]
+  for run in runs:
+    Workdir(run).create()
+    with open(Workdir(run).results_file, 'w', encoding='utf-8') as f:
+      f.write('{}')
+    os.utime(Workdir(run).results_file, (1_000, 1_000))
+  out = str(tmp_path / 'ensemble.json')
+  assert not script.evaluated(out, runs)
+  with open(out, 'w', encoding='utf-8') as f:
+    json.dump({'rows': [{'workdir': w} for w in runs] + [{'workdir': ''}]}, f)
+  os.utime(out, (2_000, 2_000))
+  assert script.evaluated(out, runs)
+  assert not script.evaluated(out, runs[:1])                            # other runs
+  assert not script.evaluated(out, [runs[0], str(tmp_path / 'bn_x30')])
+  os.utime(Workdir(runs[1]).results_file, (3_000, 3_000))                # retrained since
+  assert not script.evaluated(out, runs)
