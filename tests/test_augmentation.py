@@ -15,13 +15,23 @@ RNG = np.random.default_rng(0)
 IMAGE = RNG.uniform(0, 1, (6, 7, 3)).astype(np.float32)
 
 
+def _saturation(image, factor):
+  return on_device.adjust_saturation_and_hue(image, factor=factor)
+
+
+def _hue(image, delta):
+  return on_device.adjust_saturation_and_hue(image, delta=delta)
+
+
 @pytest.mark.parametrize('name,ours,theirs,value', [
     ('brightness', on_device.adjust_brightness, tf.image.adjust_brightness, 0.1),
     ('contrast', on_device.adjust_contrast, tf.image.adjust_contrast, 1.4),
-    ('saturation', on_device.adjust_saturation, tf.image.adjust_saturation, 0.6),
-    ('saturation up', on_device.adjust_saturation, tf.image.adjust_saturation, 1.5),
-    ('hue', on_device.adjust_hue, tf.image.adjust_hue, 0.15),
-    ('hue back', on_device.adjust_hue, tf.image.adjust_hue, -0.2),
+    ('saturation', _saturation, tf.image.adjust_saturation, 0.6),
+    ('saturation up', _saturation, tf.image.adjust_saturation, 1.5),
+    ('hue', _hue, tf.image.adjust_hue, 0.15),
+    ('hue back', _hue, tf.image.adjust_hue, -0.2),
+    ('saturation then hue', lambda x, v: on_device.adjust_saturation_and_hue(x, v, v - 1.0),
+     lambda x, v: tf.image.adjust_hue(tf.image.adjust_saturation(x, v), v - 1.0), 1.3),
 ])
 def test_each_operation_equals_tensorflows(name, ours, theirs, value):
   expected = theirs(tf.constant(IMAGE), value).numpy()

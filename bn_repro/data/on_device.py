@@ -79,13 +79,6 @@ def adjust_saturation_and_hue(image, factor=1.0, delta=0.0):
   return hsv_to_rgb(jnp.stack([hue, saturation, hsv[..., 2]], axis=-1))
 
 
-def adjust_saturation(image, factor):
-  return adjust_saturation_and_hue(image, factor=factor)
-
-
-def adjust_hue(image, delta):
-  return adjust_saturation_and_hue(image, delta=delta)
-
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
