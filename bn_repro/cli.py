@@ -47,6 +47,13 @@ from bn_repro.parallel import distributed  # noqa: E402
 
 flags.DEFINE_bool('verbose', False, 'Show the traceback of errors, not only their one line.')
 
+
+def define_allow_config_change() -> None:
+  """The --allow_config_change flag of every script that trains into a workdir."""
+  flags.DEFINE_bool('allow_config_change', False,
+                    'Continue a workdir whose config trains something else (a changed model, '
+                    'optimizer, data or seed); the old config goes to its config history.')
+
 EXIT_USER_ERROR = 2
 EXIT_SIGINT = 130
 # OS errors that are the machine's state, not a bug: one line is enough.

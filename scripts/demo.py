@@ -16,7 +16,7 @@ from bn_repro.training.loop import train_and_evaluate
 config_flags.DEFINE_config_file('config', 'configs/demo.py', 'Config file.', lock_config=True)
 flags.DEFINE_string('workdir', 'workdirs/demo', 'Directory for checkpoints and results.')
 flags.DEFINE_integer('population_batches', 100, 'Training batches for population statistics.')
-flags.DEFINE_bool('allow_config_change', False, 'As in scripts/train.py.')
+cli.define_allow_config_change()
 
 
 def main(argv):

@@ -24,7 +24,7 @@ flags.DEFINE_list('layers', None, 'Layers whose nonlinearity inputs to record.')
 flags.DEFINE_integer('every_steps', 100, 'Steps between records.')
 flags.DEFINE_integer('unit', 0, 'The unit (channel) whose percentiles are recorded.')
 flags.DEFINE_bool('plots', True, 'Write the plots after training.')
-flags.DEFINE_bool('allow_config_change', False, 'As in scripts/train.py.')
+cli.define_allow_config_change()
 flags.mark_flags_as_required(['config', 'workdir', 'layers'])
 
 

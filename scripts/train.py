@@ -14,9 +14,7 @@ from bn_repro.training.loop import train_and_evaluate
 config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and results '
                     '(local or gs://).')
-flags.DEFINE_bool('allow_config_change', False,
-                  'Continue a workdir whose config trains something else (a changed model, '
-                  'optimizer, data or seed); the old config goes to its config history.')
+cli.define_allow_config_change()
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
