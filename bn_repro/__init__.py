@@ -1,15 +1,22 @@
 """bn_repro: Batch Normalization (Ioffe & Szegedy, 2015) reproduced with BN-Inception in JAX.
 
-The sub-packages are the layers, lowest first; each imports only from the ones above it in this list:
+The modules and sub-packages are the layers, lowest first. A module imports its own folder and
+lower layers only, never a higher layer nor a neighbour on its own floor (errors, files and
+faults share one floor; so do models and data, workdir and cli, research and benchmarks).
+tests/test_structure.py checks it, function-local imports included:
 
+- errors       one-line user errors and config-field checks
+- files        local and gs:// files through one interface
+- faults       named points where the crash tests kill or signal the process
 - parallel/    the device map (one named axis), multi-process start-up, a local launcher
 - models/      the BN layer (Algorithm 1, EMA and population statistics) and the networks
 - data/        datasets, tf.data pipelines, multi-crop geometry, on-device preprocessing
-- training/    the recipe (model, schedule, optimizer, state, steps), checkpoints, hooks, the loop
-- evaluation/  exact evaluation, population statistics (Algorithm 2), workdir evaluations, ensembles
-- research/    the internal-covariate-shift probe, the small-scale reproduction, plots
+- workdir      every file of a run's directory, its lock and identity check
+- cli          what every script shares: flags, start-up, one-line errors
+- training/    the recipe (model, schedule, optimizer, state, train and eval steps), checkpoints
+- evaluation/  exact evaluation, population statistics (Algorithm 2), the ICS probe, workdir
+               evaluations, ensembles
+- loop/        train_and_evaluate: the config check, periodic hooks, the loop itself
+- research/    the small-scale reproduction: plan, tables, plots, report
 - benchmarks/  speed measurements
-
-`workdir` owns every file of a run's directory; `errors` the one-line user errors; `cli` what
-every script shares.
 """

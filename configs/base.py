@@ -70,7 +70,7 @@ def get_config():
   c.log_every = '100 steps'
   c.check_finite_every = '1 steps'  # NaN/Inf check, one step behind the running step
 
-  # Periodic work during training (bn_repro/training/hooks.py), run in this order
+  # Periodic work during training (bn_repro/loop/hooks.py), run in this order
   # within a step: evaluations, the probe, target tracking, the checkpoint.
   c.hooks = ml_collections.ConfigDict()
   # Exact evaluation of the eval split with the training EMA of the BN statistics.
@@ -81,7 +81,7 @@ def get_config():
   # many training batches at each evaluation (off: 'never').
   c.hooks.eval_population = dict(kind='evaluate', stats='population', num_batches=50,
                                  every='never')
-  # Internal-covariate-shift probe (bn_repro/research/ics_probe.py) on the named
+  # Internal-covariate-shift probe (bn_repro/evaluation/ics_probe.py) on the named
   # layers, on the first batch_size examples of the eval split.
   c.hooks.ics_probe = dict(kind='ics_probe', layers=(), batch_size=256, unit=0, every='never')
   # The first step at which eval top-1 reached each value: the paper's "steps to

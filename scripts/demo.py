@@ -10,8 +10,8 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from bn_repro import cli
-from bn_repro.evaluation import checkpoint_population, protocols
-from bn_repro.training.loop import train_and_evaluate
+from bn_repro.evaluation import checkpoint_population, evaluators
+from bn_repro.loop.train import train_and_evaluate
 
 config_flags.DEFINE_config_file('config', 'configs/demo.py', 'Config file.', lock_config=True)
 flags.DEFINE_string('workdir', 'workdirs/demo', 'Directory for checkpoints and results.')
@@ -27,7 +27,7 @@ def main(argv):
   ema = train_and_evaluate(f.config, f.workdir, allow_config_change=f.allow_config_change)
   checkpoint_population.compute_for_checkpoint(f.workdir, num_batches=f.population_batches,
                                                log=logging.info)
-  population = protocols.evaluate_workdir(f.workdir, protocols.EvalSpec('population')).record
+  population = evaluators.evaluate_workdir(f.workdir, evaluators.EvalSpec('population')).record
   print(f'RESULT demo: Fashion-MNIST test top-1 {population["top1"]:.4f} with population '
         f'statistics (EMA: {ema["eval_top1"]:.4f}) on {population["examples"]} test images, '
         f'{f.config.name} after {population["checkpoint_step"]} steps, '

@@ -6,11 +6,11 @@
 from absl import flags
 
 from bn_repro import cli
-from bn_repro.evaluation import ensemble, protocols
+from bn_repro.evaluation import ensemble, evaluators
 from bn_repro.workdir import write_json
 
 flags.DEFINE_list('workdirs', None, 'Training workdirs of the members.')
-flags.DEFINE_enum('stats', 'population', protocols.STATS, 'BN statistics to normalize with.')
+flags.DEFINE_enum('stats', 'population', evaluators.STATS, 'BN statistics to normalize with.')
 flags.DEFINE_enum('crops', '1', ['1', '10', '144'], 'Crops per image.')
 flags.DEFINE_string('split', None, 'tfds split (default: the members\' eval split).')
 flags.DEFINE_integer('batch_size', None, 'Global batch of images (default: from the config).')
@@ -21,10 +21,10 @@ flags.mark_flags_as_required(['workdirs'])
 def main(argv):
   del argv
   f = flags.FLAGS
-  spec = protocols.EvalSpec(stats=f.stats, crops=int(f.crops), split=f.split)
+  spec = evaluators.EvalSpec(stats=f.stats, crops=int(f.crops), split=f.split)
   result = ensemble.ensemble(f.workdirs, spec, batch_size=f.batch_size)
   print(f'{result["split"]}, {result["stats"]} BN statistics, {result["crops"]} crop(s):')
-  print(protocols.format_rows(result['rows'], 'member'))
+  print(evaluators.format_rows(result['rows'], 'member'))
   if f.output:
     write_json(f.output, result)
 

@@ -9,10 +9,10 @@ import json
 from absl import flags
 
 from bn_repro import cli
-from bn_repro.evaluation import protocols
+from bn_repro.evaluation import evaluators
 
 flags.DEFINE_string('workdir', None, 'Training workdir.')
-flags.DEFINE_enum('stats', 'population', protocols.STATS, 'BN statistics to normalize with.')
+flags.DEFINE_enum('stats', 'population', evaluators.STATS, 'BN statistics to normalize with.')
 flags.DEFINE_enum('crops', '1', ['1', '10', '144'], 'Crops per image.')
 flags.DEFINE_string('split', None, 'tfds split (default: the config\'s eval split).')
 flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
@@ -24,12 +24,12 @@ flags.mark_flags_as_required(['workdir'])
 def main(argv):
   del argv
   f = flags.FLAGS
-  spec = protocols.EvalSpec(stats=f.stats, crops=int(f.crops), split=f.split)
-  record = protocols.evaluate_workdir(f.workdir, spec, step=f.step, batch_size=f.batch_size,
+  spec = evaluators.EvalSpec(stats=f.stats, crops=int(f.crops), split=f.split)
+  record = evaluators.evaluate_workdir(f.workdir, spec, step=f.step, batch_size=f.batch_size,
                                       save_probs=f.save_probs).record
   record['model'] = f'{record["name"]} @ {record["checkpoint_step"]}'
   print(f'{record["split"]}, {record["stats"]} BN statistics, {record["crops"]} crop(s):')
-  print(protocols.format_rows([record], 'model'))
+  print(evaluators.format_rows([record], 'model'))
   print(json.dumps({k: record[k] for k in ('top1_error', 'top5_error', 'examples')}))
 
 

@@ -14,8 +14,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from bn_repro import cli
-from bn_repro.research import ics_probe, plots
-from bn_repro.training.loop import train_and_evaluate
+from bn_repro.evaluation import ics_probe
+from bn_repro.research import plots
+from bn_repro.loop.train import train_and_evaluate
 from bn_repro.workdir import Workdir
 
 config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)

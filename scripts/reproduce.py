@@ -28,7 +28,8 @@ import ml_collections  # noqa: E402
 from bn_repro.data import datasets  # noqa: E402
 from bn_repro.errors import DataError  # noqa: E402
 from bn_repro.evaluation import population  # noqa: E402
-from bn_repro.research import ics_probe, plots  # noqa: E402
+from bn_repro.evaluation import ics_probe  # noqa: E402
+from bn_repro.research import plots  # noqa: E402
 from bn_repro.research import reproduce as rp  # noqa: E402
 from bn_repro.workdir import Workdir, write_json  # noqa: E402
 

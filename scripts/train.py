@@ -9,7 +9,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from bn_repro import cli
-from bn_repro.training.loop import train_and_evaluate
+from bn_repro.loop.train import train_and_evaluate
 
 config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and results '

@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from bn_repro.training.checkpoints import Checkpoints
-from bn_repro.training.loop import train_and_evaluate
+from bn_repro.loop.train import train_and_evaluate
 from bn_repro.workdir import Workdir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,9 +13,9 @@ from bn_repro.errors import UserError
 from bn_repro.evaluation import ensemble, population
 from bn_repro.evaluation.checkpoint_population import compute_for_checkpoint
 from bn_repro.evaluation.ensemble import ensemble_rows, top_k_errors
-from bn_repro.evaluation.protocols import (EvalSpec, WorkdirEvaluation, evaluate_workdir,
+from bn_repro.evaluation.evaluators import (EvalSpec, WorkdirEvaluation, evaluate_workdir,
                                            saved_evaluation)
-from bn_repro.training.loop import train_and_evaluate
+from bn_repro.loop.train import train_and_evaluate
 from bn_repro.workdir import Workdir
 from tests.test_train import MOCK_EXAMPLES, mock_imagenet_config
 

@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 
 from bn_repro.benchmarks.input_pipeline import photo_like
 from bn_repro.data import datasets
-from bn_repro.training.loop import train_and_evaluate
+from bn_repro.loop.train import train_and_evaluate
 from tests.test_train import mock_imagenet_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -22,11 +22,12 @@ import pytest
 from bn_repro import files
 from bn_repro.errors import ConfigError, UserError
 from bn_repro.evaluation import population
-from bn_repro.evaluation.protocols import EvalSpec, evaluate_workdir, saved_evaluation
+from bn_repro.evaluation.evaluators import EvalSpec, evaluate_workdir, saved_evaluation
 from bn_repro.evaluation.trained import load_trained
-from bn_repro.training import config_checks, optim
+from bn_repro.loop import config_checks
+from bn_repro.training import optim
 from bn_repro.training.checkpoints import CheckpointDamaged, Checkpoints
-from bn_repro.training.loop import TrainingDiverged, train_and_evaluate
+from bn_repro.loop.train import TrainingDiverged, train_and_evaluate
 from bn_repro.workdir import Workdir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -152,7 +153,7 @@ def test_population_statistics_are_replaced_only_when_the_new_ones_are_complete(
 
 def test_metrics_reach_the_file_at_once_and_a_resumed_run_drops_what_it_redoes(tmp_path):
   workdir = Workdir(str(tmp_path))
-  from bn_repro.training.metrics import JsonLinesWriter
+  from bn_repro.training.metric_writers import JsonLinesWriter
   writer = JsonLinesWriter(workdir.metrics_file)
   for step in (1, 2, 3):
     writer.write_scalars(step, {'train_loss': float(step)})

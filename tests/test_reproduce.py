@@ -15,11 +15,13 @@ from bn_repro.data.on_device import standardize
 from bn_repro.errors import ConfigError
 from bn_repro.models import build_model
 from bn_repro.parallel import device_map
-from bn_repro.research import ics_probe, plots, reproduce
-from bn_repro.training import config_checks, durations
-from bn_repro.training.hooks import Hook
-from bn_repro.training.loop import train_and_evaluate
-from bn_repro.training.metrics import JsonLinesWriter
+from bn_repro.evaluation import ics_probe
+from bn_repro.research import plots, reproduce
+from bn_repro.loop import config_checks
+from bn_repro.training import durations
+from bn_repro.loop.hooks import Hook
+from bn_repro.loop.train import train_and_evaluate
+from bn_repro.training.metric_writers import JsonLinesWriter
 from bn_repro.training.recipes import TrainingRecipe
 from bn_repro.workdir import Workdir
 

@@ -1,5 +1,5 @@
-"""The package's shape: an acyclic import graph, TensorFlow only in the input pipeline,
-and a README layout table that lists every module."""
+"""The package's shape: layers whose imports run one way, an acyclic import graph,
+TensorFlow only in the input pipeline, and a README layout table that lists every module."""
 
 import ast
 import os
@@ -78,10 +78,67 @@ def test_cycle_finder_finds_a_planted_cycle():
 
 def test_import_graph_has_no_cycle(repo_root):
   graph = import_graph(repo_root)
-  assert len(graph) > 30 and 'bn_repro.training.loop' in graph
-  assert 'bn_repro.training.recipes' in graph['bn_repro.training.loop']
+  assert len(graph) > 30 and 'bn_repro.loop.train' in graph
+  assert 'bn_repro.training.recipes' in graph['bn_repro.loop.train']
   cycle = find_cycle(graph)
   assert cycle is None, ' -> '.join(cycle)
+
+
+# The package's layers, lowest first (as bn_repro/__init__.py and the README state them):
+# a module may import its own folder and any lower layer, never a higher one or a
+# neighbour on its own floor.
+LAYERS = (
+    ('errors', 'files', 'faults'),
+    ('parallel',),
+    ('models', 'data'),
+    ('workdir', 'cli'),
+    ('training',),
+    ('evaluation',),
+    ('loop',),
+    ('research', 'benchmarks'),
+)
+
+
+def _layer_of(module: str) -> str:
+  """'bn_repro.training.state' -> 'training'; 'bn_repro.cli' -> 'cli'."""
+  return module.split('.')[1]
+
+
+def upward_imports(graph, layers=LAYERS) -> list[str]:
+  """'importer -> imported' for every import between folders that does not go to a lower layer."""
+  rank = {name: i for i, floor in enumerate(layers) for name in floor}
+  bad = []
+  for module, targets in graph.items():
+    if module == PACKAGE:
+      continue
+    here = _layer_of(module)
+    for target in targets:
+      there = _layer_of(target)
+      if there != here and not rank[there] < rank[here]:
+        bad.append(f'{module} -> {target}')
+  return sorted(bad)
+
+
+def test_layer_check_finds_a_planted_upward_import():
+  graph = {'bn_repro.training.state': {'bn_repro.evaluation.exact', 'bn_repro.models.layers'},
+           'bn_repro.models.layers': {'bn_repro.data.specs'},
+           'bn_repro.evaluation.exact': {'bn_repro.training.eval_step'}}
+  assert upward_imports(graph) == ['bn_repro.models.layers -> bn_repro.data.specs',
+                                   'bn_repro.training.state -> bn_repro.evaluation.exact']
+
+
+def test_every_folder_is_a_layer_and_imports_run_downward(repo_root):
+  graph = import_graph(repo_root)
+  folders = {_layer_of(m) for m in graph if m != PACKAGE}
+  listed = {name for floor in LAYERS for name in floor}
+  assert folders == listed, 'LAYERS and the package tree differ'
+  assert upward_imports(graph) == []
+
+
+def test_layer_order_is_the_one_the_package_docstring_states(repo_root):
+  doc = open(os.path.join(repo_root, PACKAGE, '__init__.py'), encoding='utf-8').read()
+  order = re.findall(r'^- (\S+?)/?\s', doc, flags=re.M)
+  assert tuple(order) == tuple(name for floor in LAYERS for name in floor)
 
 
 def test_library_has_no_function_local_imports(repo_root):

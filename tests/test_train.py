@@ -23,7 +23,7 @@ from bn_repro.evaluation.trained import load_trained
 from bn_repro.models import build_model
 from bn_repro.parallel import device_map
 from bn_repro.training.checkpoints import Checkpoints
-from bn_repro.training.loop import TrainingDiverged, train_and_evaluate
+from bn_repro.loop.train import TrainingDiverged, train_and_evaluate
 from bn_repro.training.recipes import TrainingRecipe
 from bn_repro.workdir import Workdir
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 
-from bn_repro.training.loop import train_and_evaluate
+from bn_repro.loop.train import train_and_evaluate
 from bn_repro.workdir import Workdir
 
 

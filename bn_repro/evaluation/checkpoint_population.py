@@ -9,7 +9,7 @@ from bn_repro.evaluation import population
 from bn_repro.evaluation.trained import load_trained
 from bn_repro.models.batchnorm import EMA_STATS
 from bn_repro.parallel import device_map
-from bn_repro.training.metrics import create_writer
+from bn_repro.training.metric_writers import create_writer
 
 EMA_GAP_FILE = 'ema_gap.json'
 

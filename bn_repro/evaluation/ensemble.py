@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from bn_repro.errors import UserError
-from bn_repro.evaluation.protocols import EvalSpec, evaluate_workdir, saved_evaluation
+from bn_repro.evaluation.evaluators import EvalSpec, evaluate_workdir, saved_evaluation
 from bn_repro.workdir import Workdir
 
 

@@ -1,2 +1,1 @@
-"""Research tools: the internal-covariate-shift probe, the small-scale reproduction's plan and
-tables, and plots."""
+"""Research tools: the small-scale reproduction's plan, tables, figures and report, and plots."""

@@ -1,1 +1,2 @@
-"""Training: the recipe built from a config, the train step, checkpoints, periodic hooks, the loop."""
+"""Training's parts: the recipe built from a config, the train and eval steps, the optimizer,
+the state, checkpoints, durations and metric writers (the loop that runs them is loop/)."""

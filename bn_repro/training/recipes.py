@@ -20,7 +20,7 @@ import optax
 
 from bn_repro.data.on_device import Augmentation
 from bn_repro.data.specs import DatasetSpec, dataset_spec, image_shape
-from bn_repro.evaluation.exact import make_eval_step
+from bn_repro.training.eval_step import make_eval_step
 from bn_repro.models import abstract_variables, build_model
 from bn_repro.models.batchnorm import layer_mode
 from bn_repro.parallel import device_map

@@ -9,7 +9,8 @@ from __future__ import annotations
 from bn_repro.data.specs import IMAGENET_STORED_SIDES, dataset_spec
 from bn_repro.errors import ConfigError, check_positive
 from bn_repro.parallel import device_map
-from bn_repro.training import durations, hooks, optim
+from bn_repro.loop import hooks
+from bn_repro.training import durations, optim
 
 TOP_LEVEL_FIELDS = {'name', 'seed', 'model', 'data', 'global_batch_size', 'eval_batch_size',
                     'train_for', 'log_every', 'check_finite_every', 'hooks', 'optimizer'}

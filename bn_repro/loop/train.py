@@ -26,11 +26,12 @@ from bn_repro import faults
 from bn_repro.data import pipeline
 from bn_repro.errors import ConfigError, Interrupted, UserError
 from bn_repro.parallel import device_map
-from bn_repro.training import config_checks, durations, optim, recipes
+from bn_repro.loop import config_checks
+from bn_repro.training import durations, optim, recipes
 from bn_repro.training.identity import identity_difference
 from bn_repro.training.checkpoints import Checkpoints, param_shapes
-from bn_repro.training.hooks import HookContext, build_hooks
-from bn_repro.training.metrics import create_writer
+from bn_repro.loop.hooks import HookContext, build_hooks
+from bn_repro.training.metric_writers import create_writer
 from bn_repro.workdir import Workdir, write_json
 
 
