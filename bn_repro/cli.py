@@ -46,6 +46,18 @@ from bn_repro.errors import Interrupted, UserError  # noqa: E402
 from bn_repro.parallel import distributed  # noqa: E402
 
 flags.DEFINE_bool('verbose', False, 'Show the traceback of errors, not only their one line.')
+# Start-up (parallel/distributed.py reads none of these; start() passes their values).
+flags.DEFINE_string('coordinator_address', None,
+                    'host:port of process 0, for multi-process runs outside Slurm / Cloud TPU.')
+flags.DEFINE_integer('num_processes', None, 'Number of processes of a multi-process run.')
+flags.DEFINE_integer('process_id', None, 'This process\'s index in a multi-process run.')
+flags.DEFINE_bool('allow_cpu', False,
+                  'Run on the CPU although this machine has a GPU or TPU (JAX found none: '
+                  'without this flag that is an error naming the install command).')
+flags.DEFINE_string('compilation_cache_dir', '~/.cache/bn_repro/jax',
+                    'JAX\'s persistent compilation cache: compiled programs are reused by the '
+                    'next run of the same model (a gs:// path works on TPU VMs).')
+flags.DEFINE_bool('compilation_cache', True, 'Use the compilation cache.')
 
 
 def define_allow_config_change() -> None:
@@ -103,10 +115,11 @@ def start(main) -> None:
 
   def guarded(argv):
     try:
-      distributed.initialize()
       f = flags.FLAGS
-      distributed.enable_compilation_cache(f.compilation_cache_dir if f.compilation_cache
-                                           else None)
+      distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
+      distributed.enable_compilation_cache(
+          f.compilation_cache_dir if f.compilation_cache else None,
+          is_default=f['compilation_cache_dir'].using_default_value)
       distributed.check_backend(f.allow_cpu)
       return main(argv)
     except Interrupted as e:

@@ -8,8 +8,10 @@
   <workdir>/targets.json             first step reaching each target accuracy
   <workdir>/results.json             the final evaluation
   <workdir>/eval/<name>_step<S>.*    evaluations of checkpoints (JSON, and .npz probabilities)
-  <workdir>/population_stats/<S>/    population statistics (Algorithm 2) of checkpoint S
+  <workdir>/population_stats/<S>/    population statistics (Algorithm 2) of checkpoint S:
+                                     stats/ (orbax), meta.json, ema_gap.json
   <workdir>/ics_probe.jsonl          internal-covariate-shift probe records
+  <workdir>/ics_<layer>.png          the probe's plots (and ics_<layer>_drift.png)
   <workdir>/.lock                    held by the training run working in it
 
 Only process 0 writes; every process may read. Every file is written whole
@@ -39,11 +41,14 @@ TARGETS_FILE = 'targets.json'
 RESULTS_FILE = 'results.json'
 EVAL_DIR = 'eval'
 POPULATION_DIR = 'population_stats'
+POPULATION_STATS_ITEM = 'stats'
+POPULATION_META_FILE = 'meta.json'
+EMA_GAP_FILE = 'ema_gap.json'
 PROBE_FILE = 'ics_probe.jsonl'
 LOCK_FILE = '.lock'
 
 
-def write_json(path: str, value) -> None:
+def write_json_on_process_0(path: str, value) -> None:
   """Writes `value` as indented JSON (process 0 only), creating the folder; readers see the
   old file or the new one, never half of one."""
   if device_map.process_index() != 0:
@@ -129,6 +134,21 @@ class Workdir:
   def population_dir(self, step: int) -> str:
     return files.join(self.population_root, str(step))
 
+  @staticmethod
+  def population_stats_item(directory: str) -> str:
+    """The statistics inside a population_dir (or its staging copy)."""
+    return files.join(directory, POPULATION_STATS_ITEM)
+
+  @staticmethod
+  def population_meta_file(directory: str) -> str:
+    """How the statistics in a population_dir (or its staging copy) were made."""
+    return files.join(directory, POPULATION_META_FILE)
+
+  def probe_plot(self, layer: str, *, drift: bool = False) -> str:
+    """The probe's plot of `layer` (its percentiles, or with drift its drift)."""
+    name = layer.replace('/', '_')
+    return self.file(f'ics_{name}_drift.png' if drift else f'ics_{name}.png')
+
   def eval_files(self, name: str, step: int) -> tuple[str, str]:
     """(JSON record, .npz probabilities) of the evaluation `name` of checkpoint `step`."""
     base = files.join(self.file(EVAL_DIR), f'{name}_step{step}')
@@ -170,7 +190,7 @@ class Workdir:
       record = {'replaced': datetime.datetime.now().isoformat(timespec='seconds'),
                 'difference': replaced_because, 'config': previous}
       files.append_text(self.file(CONFIG_HISTORY_FILE), json.dumps(record) + '\n')
-    write_json(self.config_file, json.loads(config.to_json_best_effort()))
+    write_json_on_process_0(self.config_file, json.loads(config.to_json_best_effort()))
 
   # Results.
 

@@ -74,12 +74,12 @@ def get_config():
   # within a step: evaluations, the probe, target tracking, the checkpoint.
   c.hooks = ml_collections.ConfigDict()
   # Exact evaluation of the eval split with the training EMA of the BN statistics.
-  c.hooks.eval = dict(kind='evaluate', stats='ema', num_batches=0, every='1 epochs')
+  c.hooks.eval = dict(kind='evaluate', statistics='ema', num_batches=0, every='1 epochs')
   # The same with the EMA debiased: its initial value's weight removed (off: 'never').
-  c.hooks.eval_debiased = dict(kind='evaluate', stats='ema_debiased', every='never')
+  c.hooks.eval_debiased = dict(kind='evaluate', statistics='ema_debiased', every='never')
   # Also evaluate with population statistics (Algorithm 2) recomputed over this
   # many training batches at each evaluation (off: 'never').
-  c.hooks.eval_population = dict(kind='evaluate', stats='population', num_batches=50,
+  c.hooks.eval_population = dict(kind='evaluate', statistics='population', num_batches=50,
                                  every='never')
   # Internal-covariate-shift probe (bn_repro/evaluation/ics_probe.py) on the named
   # layers, on the first batch_size examples of the eval split.

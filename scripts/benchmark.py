@@ -17,7 +17,7 @@ from ml_collections import config_flags
 from bn_repro import cli
 from bn_repro.benchmarks import steps, timing
 from bn_repro.parallel import device_map
-from bn_repro.workdir import write_json
+from bn_repro.workdir import write_json_on_process_0
 
 config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 flags.DEFINE_list('parts', '1,2,3,4,5,6', 'Which measurements to run.')
@@ -87,7 +87,7 @@ def main(argv):
     print(line)
 
   if f.output:
-    write_json(f.output, results)
+    write_json_on_process_0(f.output, results)
 
 
 if __name__ == '__main__':

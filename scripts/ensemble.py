@@ -1,16 +1,16 @@
 """Ensembles trained runs: the mean of their class probabilities (and crops).
 
-  python scripts/ensemble.py --workdirs workdirs/m1,workdirs/m2 --stats population --crops 144
+  python scripts/ensemble.py --workdirs workdirs/m1,workdirs/m2 --statistics population --crops 144
 """
 
 from absl import flags
 
 from bn_repro import cli
 from bn_repro.evaluation import ensemble, evaluators
-from bn_repro.workdir import write_json
+from bn_repro.workdir import write_json_on_process_0
 
 flags.DEFINE_list('workdirs', None, 'Training workdirs of the members.')
-flags.DEFINE_enum('stats', 'population', evaluators.STATS, 'BN statistics to normalize with.')
+flags.DEFINE_enum('statistics', 'population', evaluators.STATISTICS, 'BN statistics to normalize with.')
 flags.DEFINE_enum('crops', '1', ['1', '10', '144'], 'Crops per image.')
 flags.DEFINE_string('split', None, 'tfds split (default: the members\' eval split).')
 flags.DEFINE_integer('batch_size', None, 'Global batch of images (default: from the config).')
@@ -21,12 +21,12 @@ flags.mark_flags_as_required(['workdirs'])
 def main(argv):
   del argv
   f = flags.FLAGS
-  spec = evaluators.EvalSpec(stats=f.stats, crops=int(f.crops), split=f.split)
+  spec = evaluators.EvalSpec(statistics=f.statistics, crops=int(f.crops), split=f.split)
   result = ensemble.ensemble(f.workdirs, spec, batch_size=f.batch_size)
-  print(f'{result["split"]}, {result["stats"]} BN statistics, {result["crops"]} crop(s):')
+  print(f'{result["split"]}, {result["statistics"]} BN statistics, {result["crops"]} crop(s):')
   print(evaluators.format_rows(result['rows'], 'member'))
   if f.output:
-    write_json(f.output, result)
+    write_json_on_process_0(f.output, result)
 
 
 if __name__ == '__main__':

@@ -42,11 +42,10 @@ def main(argv):
     workdir = Workdir(f.workdir)
     records = ics_probe.read_records(workdir)
     for layer in f.layers:
-      name = layer.replace('/', '_')
       plots.save(plots.percentile_bands([(records, layer, f'{config.name}: {layer}')]),
-                 workdir.file(f'ics_{name}.png'))
+                 workdir.probe_plot(layer))
       plots.save(plots.drift_curves({config.name: records}, layer),
-                 workdir.file(f'ics_{name}_drift.png'))
+                 workdir.probe_plot(layer, drift=True))
 
 
 if __name__ == '__main__':

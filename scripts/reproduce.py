@@ -27,11 +27,10 @@ import ml_collections  # noqa: E402
 
 from bn_repro.data import datasets  # noqa: E402
 from bn_repro.errors import DataError  # noqa: E402
-from bn_repro.evaluation import population  # noqa: E402
 from bn_repro.evaluation import ics_probe  # noqa: E402
 from bn_repro.research import plots  # noqa: E402
 from bn_repro.research import reproduce as rp  # noqa: E402
-from bn_repro.workdir import Workdir, write_json  # noqa: E402
+from bn_repro.workdir import Workdir, write_json_on_process_0  # noqa: E402
 
 
 class Runner:
@@ -198,7 +197,7 @@ def figure4(runner: Runner, plan: rp.Plan, finished: dict) -> list[dict]:
   if len(members) < len(rp.BN_TWINS) or len(x30_seeds) < len(plan.seeds):
     return []
   for workdir in sorted(set(members.values()) | set(x30_seeds)):
-    meta = os.path.join(Workdir(workdir).population_dir(plan.twin_steps), population.META_FILE)
+    meta = Workdir.population_meta_file(Workdir(workdir).population_dir(plan.twin_steps))
     runner.command(f'population statistics {os.path.basename(workdir)}',
                    'scripts/population_stats.py', '--workdir', workdir,
                    f'--num_batches={plan.population_batches}', data=False,
@@ -208,7 +207,7 @@ def figure4(runner: Runner, plan: rp.Plan, finished: dict) -> list[dict]:
   for crops in plan.crop_modes:
     out = rp.results_path(runner.out_dir, 'eval', f'bn_x30_{crops}crop.json')
     runner.command(f'evaluate BN-x30 {crops} crops', 'scripts/ensemble.py', '--workdirs', x30,
-                   '--stats', 'population', '--crops', str(crops), '--split', plan.crops_split,
+                   '--statistics', 'population', '--crops', str(crops), '--split', plan.crops_split,
                    '--output', out, data=False, skip=evaluated(out, [x30]))
     rows.append(_figure4_row(out, 'BN-x30 twin', crops, 1))
   ensembles = {'ensemble of ' + ', '.join(rp.BN_TWINS): [members[m] for m in rp.BN_TWINS],
@@ -217,7 +216,7 @@ def figure4(runner: Runner, plan: rp.Plan, finished: dict) -> list[dict]:
     for crops in plan.ensemble_crops:
       out = rp.results_path(runner.out_dir, 'eval', f'{rp.slug(label)}_{crops}crop.json')
       runner.command(f'{label}, {crops} crops', 'scripts/ensemble.py', '--workdirs',
-                     ','.join(workdirs), '--stats', 'population', '--crops', str(crops),
+                     ','.join(workdirs), '--statistics', 'population', '--crops', str(crops),
                      '--split', plan.crops_split, '--output', out, data=False,
                      skip=evaluated(out, workdirs))
       rows.append(_figure4_row(out, label, crops, len(workdirs)))
@@ -299,7 +298,7 @@ def main():
                          'cpus': os.cpu_count(), 'processor': platform.processor()},
              'git_commit': commit, 'wall_seconds_this_invocation': round(wall, 1),
              'step_seconds': runner.timings}
-  write_json(rp.results_path(out_dir, 'summary.json'), summary)
+  write_json_on_process_0(rp.results_path(out_dir, 'summary.json'), summary)
 
   with open(rp.results_path(out_dir, 'commands.md'), 'w', encoding='utf-8') as f:
     f.write('# Commands, in order\n\n')

@@ -72,9 +72,9 @@ def compute_and_save(out_dir, data_dir, bn_group_size=0):
 
   eval_data = pipeline.EvalData(source, global_batch=32)
   result = exact.evaluate(recipe.eval_step('ema'), state.variables(), eval_data).result
-  stats, _, _ = population.compute(
+  stats = population.compute(
       recipe.model, state.variables(), source.spec,
-      iter(device_map.shard(local_slice(b)) for b in fixed_batches()), STEPS)
+      iter(device_map.shard(local_slice(b)) for b in fixed_batches()), STEPS).stats
 
   losses = []
   for batch in fixed_batches():

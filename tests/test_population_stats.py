@@ -81,8 +81,9 @@ def test_population_statistics_equal_numpy_over_the_same_batches(trained_tiny, g
   config.model.bn.group_size = group_size
   model = TrainingRecipe(config, steps_per_epoch=100).model
   variables = state.variables()
-  stats, counts, _ = population_stats.compute(
+  computed = population_stats.compute(
       model, variables, SPEC, iter(device_map.shard(b) for b in batches), len(batches))
+  stats, counts = computed.stats, computed.values_per_bn_batch
 
   # Reference: every BN batch (a group's examples) on one device, in numpy.
   host_model = build_model(config.model, image_size=28)
@@ -105,8 +106,8 @@ def test_population_statistics_equal_numpy_over_the_same_batches(trained_tiny, g
 def test_inference_with_population_statistics_uses_no_batch_statistics(trained_tiny):
   config, state, batches = trained_tiny
   model = TrainingRecipe(config, steps_per_epoch=100).model
-  stats, _, _ = population_stats.compute(
-      model, state.variables(), SPEC, iter(device_map.shard(b) for b in batches), 3)
+  stats = population_stats.compute(
+      model, state.variables(), SPEC, iter(device_map.shard(b) for b in batches), 3).stats
   host_model = build_model(config.model, image_size=28)
   variables = dict(device_map.to_host(state.variables()), **{POPULATION_STATS: stats})
   images = standardize(batches[0]['image'], SPEC)

@@ -25,9 +25,9 @@ from bn_repro.evaluation import population
 from bn_repro.evaluation.evaluators import EvalSpec, evaluate_workdir, saved_evaluation
 from bn_repro.evaluation.trained import load_trained
 from bn_repro.loop import config_checks
+from bn_repro.loop.train import TrainingDiverged, train_and_evaluate
 from bn_repro.training import optim
 from bn_repro.training.checkpoints import CheckpointDamaged, Checkpoints
-from bn_repro.loop.train import TrainingDiverged, train_and_evaluate
 from bn_repro.workdir import Workdir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,7 +69,7 @@ def test_resuming_with_another_config_is_refused_unless_asked_for(tiny_config, t
     ('log_every', '0 steps', "log_every='0 steps' must be > 0"),
     ('hooks.eval.every', '-1 epochs', "hooks.eval.every='-1 epochs' is not a duration"),
     ('train_for', '2.5 steps', 'a number of steps must be whole'),
-    ('hooks.eval.stats', 'batch', "hooks.eval.stats='batch' is not one of"),
+    ('hooks.eval.statistics', 'batch', "hooks.eval.statistics='batch' is not one of"),
 ])
 def test_zero_negative_and_malformed_values_are_one_line_config_errors(field, value, message):
   from configs import tiny
@@ -82,6 +82,25 @@ def test_zero_negative_and_malformed_values_are_one_line_config_errors(field, va
   with pytest.raises(ConfigError, match=message) as e:
     config_checks.validate(config)
   assert '\n' not in str(e.value)
+
+
+def test_the_checkpoint_hook_is_found_by_its_kind_and_there_is_exactly_one(tiny_config, tmp_path):
+  hooks = tiny_config.hooks
+  with tiny_config.unlocked():
+    hooks.save = dict(hooks.checkpoint, keep=1)     # the same hook under another name
+    del hooks['checkpoint']
+  config_checks.validate(tiny_config)
+  _train(tiny_config, str(tmp_path), 4)
+  assert Checkpoints(Workdir(str(tmp_path)).checkpoint_dir, read_only=True).all_steps() == [4]
+  with tiny_config.unlocked():
+    hooks.also_save = dict(hooks.save)
+  with pytest.raises(ConfigError, match=r'exactly one hook of kind checkpoint, has 2 '
+                                        r'\(also_save, save\)$'):
+    config_checks.validate(tiny_config)
+  with tiny_config.unlocked():
+    del hooks['save'], hooks['also_save']
+  with pytest.raises(ConfigError, match='exactly one hook of kind checkpoint, has 0$'):
+    config_checks.validate(tiny_config)
 
 
 def test_the_learning_rate_follows_the_global_batch():
@@ -235,8 +254,8 @@ def test_evaluating_a_read_only_workdir_prints_the_result(trained_workdir, tmp_p
   shutil.copytree(trained_workdir, workdir)
   read_only(workdir)
   assert not Workdir(workdir).writable()
-  out = subprocess.run([sys.executable, 'scripts/evaluate.py', '--workdir', workdir, '--stats',
-                        'ema'], cwd=REPO, capture_output=True, text=True, timeout=300)
+  out = subprocess.run([sys.executable, 'scripts/evaluate.py', '--workdir', workdir,
+                        '--statistics', 'ema'], cwd=REPO, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   assert 'top1_error' in out.stdout and 'read-only' in out.stderr
   assert not os.path.exists(os.path.join(workdir, 'eval'))

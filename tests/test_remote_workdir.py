@@ -75,9 +75,9 @@ def test_train_resume_population_evaluate_ensemble_on_a_gs_workdir(gcs, fmnist_d
   _run(env, os.path.join(scripts, 'population_stats.py'), '--workdir', workdir,
        '--num_batches=2', '--batch_size=16', cwd=cwd)
   evaluated = _run(env, os.path.join(scripts, 'evaluate.py'), '--workdir', workdir,
-                   '--stats', 'population', '--save_probs', cwd=cwd)
+                   '--statistics', 'population', '--save_probs', cwd=cwd)
   ensemble = _run(env, os.path.join(scripts, 'ensemble.py'), '--workdirs',
-                  f'{workdir},{workdir}', '--stats', 'population', cwd=cwd)
+                  f'{workdir},{workdir}', '--statistics', 'population', cwd=cwd)
   assert 'reusing the probabilities saved' in ensemble.stdout
 
   names = _objects(port, 'runs/a/')

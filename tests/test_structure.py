@@ -151,6 +151,17 @@ def test_library_has_no_function_local_imports(repo_root):
   assert not local, local
 
 
+def test_only_cli_defines_or_reads_flags(repo_root):
+  """The library takes values; the scripts' flags live in cli.py (and the scripts)."""
+  readers = []
+  for module, path in _modules(repo_root).items():
+    for node in ast.walk(ast.parse(open(path, encoding='utf-8').read())):
+      if isinstance(node, ast.ImportFrom) and node.module == 'absl' and \
+          any(alias.name == 'flags' for alias in node.names):
+        readers.append(module)
+  assert readers == ['bn_repro.cli']
+
+
 NO_TENSORFLOW = r'''
 import sys
 sys.modules['tensorflow'] = None          # any import of TensorFlow now fails
@@ -175,8 +186,8 @@ class Batches:                                              # exact evaluation o
 
 
 result = exact.evaluate(recipe.eval_step('ema'), setup.state.variables(), Batches()).result
-stats, _, _ = population.compute(recipe.model, setup.state.variables(), recipe.spec,
-                                 iter([device_map.shard(batch)] * 2), 2)
+stats = population.compute(recipe.model, setup.state.variables(), recipe.spec,
+                           iter([device_map.shard(batch)] * 2), 2).stats
 assert result.count == 13 and stats
 assert 'tensorflow' not in [m for m in sys.modules if sys.modules[m] is not None]
 print('ran without TensorFlow')

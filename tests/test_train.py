@@ -93,9 +93,9 @@ def test_small_real_dataset_learns_and_records_targets(tiny_config, tmp_path):
       source, global_batch=config.global_batch_size, seed=config.seed + 1).batches(0), 2)
   for _ in range(2):
     next(stream)
-  stats, _, _ = population.compute(run.recipe.model, run.variables(), source.spec, stream, 2,
-                                   augmentation=Augmentation.from_config(config.data),
-                                   seed=config.seed + 1)
+  stats = population.compute(run.recipe.model, run.variables(), source.spec, stream, 2,
+                             augmentation=Augmentation.from_config(config.data),
+                             seed=config.seed + 1).stats
   direct = exact.evaluate(
       run.recipe.eval_step('population'),
       run.variables('population', population_stats=device_map.replicate(stats)),

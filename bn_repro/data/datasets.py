@@ -191,11 +191,11 @@ def split_part(builder, split: str, fallback_total: int | None) -> SplitPart:
 
 def steps_per_epoch(train_part: SplitPart, global_batch: int) -> int:
   """Full global batches per epoch (every process runs the same number)."""
-  local_batch = global_batch // device_map.process_count()
+  local_batch = device_map.per_process_batch(global_batch)
   return max(1, train_part.min_num_examples // local_batch)
 
 
 def eval_steps(eval_part: SplitPart, global_batch: int) -> int:
   """Batches that cover the largest process's part (smaller parts pad)."""
-  local_batch = global_batch // device_map.process_count()
+  local_batch = device_map.per_process_batch(global_batch)
   return math.ceil(eval_part.max_num_examples / local_batch)

@@ -72,7 +72,7 @@ class TrainData:
   def __init__(self, source: Source, *, global_batch: int, seed: int):
     self.source = source
     self.seed = seed
-    self.local_batch = global_batch // device_map.process_count()
+    self.local_batch = device_map.per_process_batch(global_batch)
     c = source.config
     self.part = datasets.split_part(source.builder, c.train_split, c.num_train_examples)
     if self.part.min_num_examples < self.local_batch:
@@ -135,7 +135,7 @@ class EvalData:
     self.source = source
     c = source.config
     self.split = split or c.eval_split
-    self.local_batch = global_batch // device_map.process_count()
+    self.local_batch = device_map.per_process_batch(global_batch)
     self.part = datasets.split_part(source.builder, self.split, c.num_eval_examples)
     self.num_steps = datasets.eval_steps(self.part, global_batch)
     self.preprocess = preprocess or functools.partial(

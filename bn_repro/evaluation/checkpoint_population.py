@@ -10,8 +10,7 @@ from bn_repro.evaluation.trained import load_trained
 from bn_repro.models.batchnorm import EMA_STATS
 from bn_repro.parallel import device_map
 from bn_repro.training.metric_writers import create_writer
-
-EMA_GAP_FILE = 'ema_gap.json'
+from bn_repro.workdir import EMA_GAP_FILE
 
 
 def require_batch_norm(config) -> None:
@@ -42,15 +41,15 @@ def compute_for_checkpoint(workdir: str, *, step: int | None = None, num_batches
     train_data = pipeline.TrainData(source, global_batch=batch_size, seed=seed)
     return device_map.prefetch(train_data.batches(0), config.data.prefetch)
 
-  stats, counts, seconds = population.compute(
-      model, variables, source.spec, batches(), num_batches,
-      augmentation=Augmentation.from_config(config.data), seed=seed)
+  computed = population.compute(model, variables, source.spec, batches(), num_batches,
+                                augmentation=Augmentation.from_config(config.data), seed=seed)
+  stats, seconds = computed.stats, computed.seconds
   meta = {
       'checkpoint_step': trained.step, 'num_batches': num_batches,
       'global_batch_size': batch_size, 'seed': seed,
       'bn_groups': trained.recipe.bn_groups.describe(),
       'bn_group_size': config.model.bn.group_size, 'device_count': device_map.device_count(),
-      'examples': num_batches * batch_size, 'values_per_bn_batch': counts,
+      'examples': num_batches * batch_size, 'values_per_bn_batch': computed.values_per_bn_batch,
       'seconds': round(seconds, 3),
   }
   if time_eval_pass:

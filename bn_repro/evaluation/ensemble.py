@@ -43,7 +43,7 @@ def ensemble(workdirs: list[str], spec: EvalSpec, *, batch_size: int | None = No
     else:
       log(f'reusing the probabilities saved for {workdir}')
     members.append(member)
-  return {'split': splits[0], 'stats': spec.stats, 'crops': spec.crops,
+  return {'split': splits[0], 'statistics': spec.statistics, 'crops': spec.crops,
           'rows': ensemble_rows(members)}
 
 

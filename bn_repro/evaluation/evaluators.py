@@ -26,24 +26,24 @@ from bn_repro.evaluation.checkpoint_population import require_batch_norm
 from bn_repro.evaluation.trained import latest_step, load_trained
 from bn_repro.models.batchnorm import EVAL_STATISTICS
 from bn_repro.parallel import device_map
-from bn_repro.workdir import Workdir, write_json
+from bn_repro.workdir import Workdir, write_json_on_process_0
 
-STATS = EVAL_STATISTICS
+STATISTICS = EVAL_STATISTICS
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalSpec:
-  stats: str = 'ema'
+  statistics: str = 'ema'
   crops: int = 1
   split: str | None = None   # None: the config's eval split
 
   def validate(self):
-    check_choice('--stats', self.stats, STATS)
+    check_choice('--statistics', self.statistics, STATISTICS)
     check_choice('--crops', self.crops, crops_lib.CROP_MODES)
 
   def name(self, split: str) -> str:
     safe_split = ''.join(c if c.isalnum() else '_' for c in split)
-    return f'{safe_split}_{self.stats}_{self.crops}crop'
+    return f'{safe_split}_{self.statistics}_{self.crops}crop'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +79,7 @@ def evaluate_workdir(workdir: str, spec: EvalSpec, *, step: int | None = None,
   config = trained.config
   split = spec.split or config.data.eval_split
   population_stats, population_meta = None, None
-  if spec.stats == 'population':
+  if spec.statistics == 'population':
     require_batch_norm(config)
     population_stats, population_meta = population.load(trained.workdir, trained.step)
   batch_size = batch_size or default_batch_size(config.eval_batch_size, spec.crops)
@@ -91,19 +91,19 @@ def evaluate_workdir(workdir: str, spec: EvalSpec, *, step: int | None = None,
                                  crop_fraction=config.data.eval_crop_fraction)
   eval_data = pipeline.EvalData(source, global_batch=batch_size, preprocess=preprocess,
                                 split=split)
-  variables = trained.variables(spec.stats, population_stats=device_map.replicate(
+  variables = trained.variables(spec.statistics, population_stats=device_map.replicate(
       population_stats) if population_stats else None)
-  evaluation = exact.evaluate(trained.recipe.eval_step(spec.stats), variables, eval_data,
+  evaluation = exact.evaluate(trained.recipe.eval_step(spec.statistics), variables, eval_data,
                               keep_probs=save_probs or keep_probs)
   record = {
       'workdir': trained.workdir.path, 'name': config.name, 'checkpoint_step': trained.step,
-      'dataset': config.data.dataset, 'split': split, 'stats': spec.stats, 'crops': spec.crops,
+      'dataset': config.data.dataset, 'split': split, 'statistics': spec.statistics, 'crops': spec.crops,
       'num_classes': config.model.num_classes, **evaluation.result.metrics(prefix=''),
       'population_stats': population_meta,
   }
   json_path, npz_path = trained.workdir.eval_files(spec.name(split), trained.step)
   if writable:
-    write_json(json_path, record)
+    write_json_on_process_0(json_path, record)
   if save_probs and device_map.process_index() == 0:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, probs=evaluation.probs.astype(np.float32),
@@ -128,7 +128,7 @@ def saved_evaluation(workdir: str, spec: EvalSpec, split: str) -> WorkdirEvaluat
   except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as e:   # damaged: redo
     logging.warning('%s is damaged (%s); evaluating again', npz_path, e)
     return None
-  if spec.stats == 'population':
+  if spec.statistics == 'population':
     try:
       _, meta = population.load(workdir, step)
     except UserError:

@@ -21,6 +21,7 @@ workdir's training data).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jax
@@ -33,10 +34,18 @@ from bn_repro.data.on_device import Augmentation, standardize, train_images
 from bn_repro.errors import UserError
 from bn_repro.models.batchnorm import BATCH_MOMENTS
 from bn_repro.parallel import device_map
-from bn_repro.workdir import Workdir, read_json, write_json
+from bn_repro.workdir import Workdir, read_json, write_json_on_process_0
 
-META_FILE = 'meta.json'
-STATS_ITEM = 'stats'
+
+
+@dataclasses.dataclass(frozen=True)
+class PopulationStatistics:
+  """What Algorithm 2 computed: per BN layer {mean, var} (float32, unbiased variance), the
+  number of values pooled per feature in one BN batch, by layer, and the seconds it took
+  (after the compiling first batch)."""
+  stats: dict
+  values_per_bn_batch: dict
+  seconds: float
 
 
 def make_moments_step(model, spec, augmentation: Augmentation | None = None, seed: int = 0):
@@ -88,8 +97,8 @@ def _map_layers(fn, tree):
 
 
 def compute(model, variables, spec, batches, num_batches: int, *, step=None,
-            augmentation: Augmentation | None = None, seed: int = 0):
-  """Algorithm 2 over `num_batches` device batches; returns (stats, values per BN batch by layer, seconds).
+            augmentation: Augmentation | None = None, seed: int = 0) -> PopulationStatistics:
+  """Algorithm 2 over `num_batches` device batches.
 
   step: a make_moments_step to reuse (its compilation) across calls; else one is made
   with `augmentation` and `seed` (those of the training batches' stream).
@@ -104,7 +113,7 @@ def compute(model, variables, spec, batches, num_batches: int, *, step=None,
   seconds = time.perf_counter() - start
   counts = {}
   _collect_counts(sums, (), counts, num_batches)
-  return finalize(sums, num_batches), counts, seconds
+  return PopulationStatistics(finalize(sums, num_batches), counts, seconds)
 
 
 def _collect_counts(tree, path, out, num_batches):
@@ -128,7 +137,7 @@ def time_forward(model, variables, spec, batches, num_batches: int) -> float:
 
 
 def save(workdir: Workdir, step: int, stats: dict, meta: dict, reports: dict | None = None) -> str:
-  """Saves statistics and meta (and `reports`, {file name: JSON value}) for checkpoint
+  """Saves statistics and meta (and `reports`, {Workdir file name: JSON value}) for checkpoint
   `step`; the previous ones, if any, are replaced only once the new ones are complete."""
   final = workdir.population_dir(step)
   staging = f'{final}.incomplete'
@@ -136,11 +145,11 @@ def save(workdir: Workdir, step: int, stats: dict, meta: dict, reports: dict | N
     files.remove_tree(staging)
   device_map.sync_processes('population stats staging cleared')
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(files.join(staging, STATS_ITEM), stats)
+  checkpointer.save(workdir.population_stats_item(staging), stats)
   checkpointer.wait_until_finished()
   for name, value in (reports or {}).items():
-    write_json(files.join(staging, name), value)
-  write_json(files.join(staging, META_FILE), meta)
+    write_json_on_process_0(files.join(staging, name), value)
+  write_json_on_process_0(workdir.population_meta_file(staging), meta)
   if device_map.process_index() == 0:
     replaced = f'{final}.replaced'
     if files.exists(final):
@@ -154,12 +163,12 @@ def save(workdir: Workdir, step: int, stats: dict, meta: dict, reports: dict | N
 def load(workdir: Workdir, step: int) -> tuple[dict, dict]:
   """(stats, meta) computed for checkpoint `step`, or a one-line error saying how to compute them."""
   directory = workdir.population_dir(step)
-  if not files.exists(files.join(directory, META_FILE)):
+  if not files.exists(workdir.population_meta_file(directory)):
     raise UserError(
         f'no population statistics for step {step} in {workdir}: compute them with '
         f'python scripts/population_stats.py --workdir {workdir}')
-  meta = read_json(files.join(directory, META_FILE))
-  stats = ocp.StandardCheckpointer().restore(files.join(directory, STATS_ITEM))
+  meta = read_json(workdir.population_meta_file(directory))
+  stats = ocp.StandardCheckpointer().restore(workdir.population_stats_item(directory))
   return stats, meta
 
 

@@ -25,14 +25,14 @@ from clu import periodic_actions
 from bn_repro import faults
 from bn_repro.data import pipeline
 from bn_repro.errors import ConfigError, Interrupted, UserError
-from bn_repro.parallel import device_map
 from bn_repro.loop import config_checks
+from bn_repro.loop.hooks import HookContext, build_hooks, checkpoint_options
+from bn_repro.parallel import device_map
 from bn_repro.training import durations, optim, recipes
-from bn_repro.training.identity import identity_difference
 from bn_repro.training.checkpoints import Checkpoints, param_shapes
-from bn_repro.loop.hooks import HookContext, build_hooks
+from bn_repro.training.identity import identity_difference
 from bn_repro.training.metric_writers import create_writer
-from bn_repro.workdir import Workdir, write_json
+from bn_repro.workdir import Workdir, write_json_on_process_0
 
 
 class TrainingDiverged(UserError):
@@ -123,7 +123,8 @@ def _train(config, run_dir: Workdir, allow_config_change: bool, start_time: floa
   check_finite_every = durations.parse('check_finite_every', config.check_finite_every,
                                        allow_zero=True).steps(steps_per_epoch)
 
-  checkpoints = Checkpoints(run_dir.checkpoint_dir, keep=config.hooks.checkpoint.keep)
+  checkpoints = Checkpoints(run_dir.checkpoint_dir,
+                            keep=checkpoint_options(config.hooks)['keep'])
   restored = checkpoints.restore_latest_intact(recipe.abstract_state())
   if restored is not None:
     state, saved_meta = restored
@@ -229,7 +230,7 @@ def _train(config, run_dir: Workdir, allow_config_change: bool, start_time: floa
              **outputs, 'wall_seconds_this_run': round(time.time() - start_time, 1)}
   for hook in hooks:
     results.update(hook.summary())
-  write_json(run_dir.results_file, results)
+  write_json_on_process_0(run_dir.results_file, results)
   top1 = {k: v for k, v in outputs.items() if k.endswith('_top1')}
   logging.info('RESULT %s: step %d, %s top-1 %s', config.name, step, source.config.eval_split,
                ', '.join(f'{k[:-5]} {v:.4f}' for k, v in top1.items()) or 'not evaluated')

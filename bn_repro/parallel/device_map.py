@@ -70,6 +70,12 @@ def per_device_batch(name: str, global_batch: int) -> int:
   return global_batch // n
 
 
+def per_process_batch(global_batch: int) -> int:
+  """This process's share of a global batch (every process feeds the same number of devices,
+  so a multiple of the device count divides evenly)."""
+  return global_batch // process_count()
+
+
 def replicated_sharding() -> NamedSharding:
   return NamedSharding(mesh(), PartitionSpec())
 

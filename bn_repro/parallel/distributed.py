@@ -2,9 +2,10 @@
 compilation cache, and requeueing a preempted Slurm job.
 
 How a process finds the others, in order:
-1. explicit values, from the flags --coordinator_address, --num_processes,
-   --process_id (or the environment variables BN_REPRO_COORDINATOR_ADDRESS,
-   BN_REPRO_NUM_PROCESSES, BN_REPRO_PROCESS_ID), for any cluster;
+1. explicit values, passed in (the scripts' flags --coordinator_address,
+   --num_processes, --process_id, defined in cli.py) or from the environment
+   variables BN_REPRO_COORDINATOR_ADDRESS, BN_REPRO_NUM_PROCESSES,
+   BN_REPRO_PROCESS_ID, for any cluster;
 2. Slurm (srun with more than one task): JAX reads the coordinator, the
    process count and index from Slurm's environment, and this module gives it
    the GPUs of each task (JAX alone would give every task one GPU,
@@ -13,7 +14,8 @@ How a process finds the others, in order:
    or several TPU_WORKER_HOSTNAMES): JAX reads the workers from the TPU metadata;
 4. otherwise one process: nothing to initialize.
 
-It must run before anything touches a device; the scripts do it first thing.
+It must run before anything touches a device; the scripts do it first thing. This
+module reads no flags: cli.py passes their values in.
 """
 
 from __future__ import annotations
@@ -25,21 +27,9 @@ import subprocess
 import time
 
 import jax
-from absl import flags, logging
+from absl import logging
 
 from bn_repro.errors import ConfigError, UserError
-
-flags.DEFINE_string('coordinator_address', None,
-                    'host:port of process 0, for multi-process runs outside Slurm / Cloud TPU.')
-flags.DEFINE_integer('num_processes', None, 'Number of processes of a multi-process run.')
-flags.DEFINE_integer('process_id', None, 'This process\'s index in a multi-process run.')
-flags.DEFINE_bool('allow_cpu', False,
-                  'Run on the CPU although this machine has a GPU or TPU (JAX found none: '
-                  'without this flag that is an error naming the install command).')
-flags.DEFINE_string('compilation_cache_dir', '~/.cache/bn_repro/jax',
-                    'JAX\'s persistent compilation cache: compiled programs are reused by the '
-                    'next run of the same model (a gs:// path works on TPU VMs).')
-flags.DEFINE_bool('compilation_cache', True, 'Use the compilation cache.')
 
 _ENV = {'coordinator_address': 'BN_REPRO_COORDINATOR_ADDRESS',
         'num_processes': 'BN_REPRO_NUM_PROCESSES', 'process_id': 'BN_REPRO_PROCESS_ID'}
@@ -47,11 +37,12 @@ INSTALL = {'gpu': 'make setup ACCEL=cuda12 (or cuda13, matching the driver)',
            'tpu': 'make setup ACCEL=tpu'}
 
 
-def explicit_settings() -> dict:
-  """The values given by flags (first) or environment variables; {} when none are."""
+def explicit_settings(given: dict | None = None) -> dict:
+  """The values `given` ({name: value or None}, first) or set in the environment; {} when
+  none are."""
   values = {}
   for name, env in _ENV.items():
-    value = flags.FLAGS[name].value if flags.FLAGS.is_parsed() else None
+    value = (given or {}).get(name)
     if value is None and os.environ.get(env):
       value = os.environ[env]
     if value is not None:
@@ -121,11 +112,13 @@ def slurm_local_device_ids() -> list[int] | None:
   return list(range(visible))
 
 
-def initialize() -> None:
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> None:
   """Joins the other processes of this run, if there are any (idempotent)."""
   if jax.distributed.is_initialized():
     return
-  settings = explicit_settings()
+  settings = explicit_settings({'coordinator_address': coordinator_address,
+                                'num_processes': num_processes, 'process_id': process_id})
   cluster = detected_cluster()
   if settings:
     if settings['num_processes'] == 1:
@@ -162,13 +155,12 @@ def check_backend(allow_cpu: bool) -> None:
                     f'JAX for it with `{INSTALL[present]}`, or pass --allow_cpu')
 
 
-def enable_compilation_cache(directory: str | None) -> None:
+def enable_compilation_cache(directory: str | None, *, is_default: bool = False) -> None:
   """JAX's persistent compilation cache in `directory` (None: off). An explicit
-  JAX_COMPILATION_CACHE_DIR in the environment wins over the default directory."""
+  JAX_COMPILATION_CACHE_DIR in the environment wins over a default directory."""
   if not directory:
     return
-  if os.environ.get('JAX_COMPILATION_CACHE_DIR') and flags.FLAGS.is_parsed() and \
-      flags.FLAGS['compilation_cache_dir'].using_default_value:
+  if os.environ.get('JAX_COMPILATION_CACHE_DIR') and is_default:
     logging.info('Compilation cache: %s', os.environ['JAX_COMPILATION_CACHE_DIR'])
     return
   directory = directory if '://' in directory else os.path.expanduser(directory)

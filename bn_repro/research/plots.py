@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import io
+
 import matplotlib
 import numpy as np
+
+from bn_repro import files
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
 
 def save(fig, path: str) -> None:
+  """Writes the figure as PNG to `path` (a local or gs:// path) and closes it."""
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=120)
   plt.close(fig)
+  files.write_bytes(path, buffer.getvalue())
 
 
 def _label_steps_axes(fig, ax, ylabel: str, title: str):

@@ -13,16 +13,16 @@ from bn_repro.data.specs import DatasetSpec
 from bn_repro.parallel import device_map
 
 
-def crop_averaged_probabilities(model, variables, images, spec: DatasetSpec, stats: str):
+def crop_averaged_probabilities(model, variables, images, spec: DatasetSpec, bn_mode: str):
   """Class probabilities [B, K]; images [B, H, W, C] or [B, crops, H, W, C]."""
   crops = images.shape[1] if images.ndim == 5 else 1
   flat = images.reshape((-1,) + images.shape[-3:])
-  logits = model.apply(variables, standardize(flat, spec), train=False, stats=stats)
+  logits = model.apply(variables, standardize(flat, spec), train=False, stats=bn_mode)
   probs = jax.nn.softmax(logits.astype(jnp.float32))
   return probs.reshape((images.shape[0], crops, -1)).mean(axis=1)
 
 
-def make_eval_step(model, spec: DatasetSpec, *, stats: str):
+def make_eval_step(model, spec: DatasetSpec, *, bn_mode: str):
   """(variables, batch) -> (counts summed over every device, per-example probabilities).
 
   counts: top1 / top5 correct, loss sum and number of real examples (exact
@@ -31,7 +31,7 @@ def make_eval_step(model, spec: DatasetSpec, *, stats: str):
   """
 
   def step(variables, batch):
-    probs = crop_averaged_probabilities(model, variables, batch['image'], spec, stats)
+    probs = crop_averaged_probabilities(model, variables, batch['image'], spec, bn_mode)
     labels, mask = batch['label'], batch['mask']
     top5 = jax.lax.top_k(probs, min(5, probs.shape[-1]))[1]
     label_prob = jnp.take_along_axis(probs, labels[:, None], axis=-1)[:, 0]

@@ -55,7 +55,7 @@ class InferenceRecipe:
 
   @functools.cache
   def _eval_step(self, mode: str):
-    return make_eval_step(self.model, self.spec, stats=mode)
+    return make_eval_step(self.model, self.spec, bn_mode=mode)
 
 
 class TrainingRecipe(InferenceRecipe):
