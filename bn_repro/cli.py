@@ -3,7 +3,9 @@
 A mistake the user can fix (a bad flag or config, a missing file, a full or
 read-only disk, a workdir in use) ends the script with one line on stderr,
 `error: ...`, and exit status 2; `--verbose` shows the traceback too. A run
-stopped by SIGTERM after saving exits 0, by Ctrl-C (SIGINT) 130.
+stopped by SIGTERM after saving exits 0, by Ctrl-C (SIGINT) 130. However a script
+ends, its process ends: a library thread that would keep it alive is cut off after
+EXIT_GRACE_SECONDS.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import threading
+import traceback
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -81,9 +85,24 @@ def _first_line(error: BaseException) -> str:
   return text[-1].strip() if text else type(error).__name__
 
 
+# How long an ending script may take to shut down before it is ended outright: a library's
+# leftover non-daemon thread (orbax, gloo) must not keep a failed script alive.
+EXIT_GRACE_SECONDS = 20.0
+
+
+def _exit(status: int) -> None:
+  """sys.exit(status), and os._exit(status) if the interpreter has not ended in time."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  timer = threading.Timer(EXIT_GRACE_SECONDS, os._exit, args=(status,))
+  timer.daemon = True
+  timer.start()
+  sys.exit(status)
+
+
 def _fail(message: str) -> None:
   print(f'error: {message}', file=sys.stderr)
-  sys.exit(EXIT_USER_ERROR)
+  _exit(EXIT_USER_ERROR)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -125,12 +144,12 @@ def start(main) -> None:
     except Interrupted as e:
       absl_logging.warning('%s', e)
       if getattr(e, 'signal_name', '') == 'SIGINT':
-        sys.exit(EXIT_SIGINT)
+        _exit(EXIT_SIGINT)
       distributed.requeue_if_asked()
-      sys.exit(0)
+      _exit(0)
     except KeyboardInterrupt:
       print('interrupted (Ctrl-C)', file=sys.stderr)
-      sys.exit(EXIT_SIGINT)
+      _exit(EXIT_SIGINT)
     except UserError as e:
       if flags.FLAGS.verbose:
         raise
@@ -141,4 +160,13 @@ def start(main) -> None:
       where = f' ({e.filename})' if e.filename else ''
       _fail(f'{e.strerror or e}{where}; run again with --verbose for the traceback')
 
-  app.run(guarded, flags_parser=_parse_flags)
+  def ending_the_process(argv):
+    try:
+      return guarded(argv)
+    except SystemExit:
+      raise
+    except BaseException:   # a bug (or --verbose): its traceback, then the process ends
+      traceback.print_exc()
+      _exit(1)
+
+  app.run(ending_the_process, flags_parser=_parse_flags)

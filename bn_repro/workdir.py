@@ -10,6 +10,7 @@
   <workdir>/eval/<name>_step<S>.*    evaluations of checkpoints (JSON, and .npz probabilities)
   <workdir>/population_stats/<S>/    population statistics (Algorithm 2) of checkpoint S:
                                      stats/ (orbax), meta.json, ema_gap.json
+                                     (<S>.incomplete/, <S>.replaced/ while a save is swapped in)
   <workdir>/ics_probe.jsonl          internal-covariate-shift probe records
   <workdir>/ics_<layer>.png          the probe's plots (and ics_<layer>_drift.png)
   <workdir>/.lock                    held by the training run working in it
@@ -26,8 +27,10 @@ import datetime
 import json
 import os
 import socket
+import time
 
 import ml_collections
+from absl import logging
 
 from bn_repro import files
 from bn_repro.errors import UserError
@@ -91,6 +94,34 @@ def _pid_alive(pid: int) -> bool:
   return True
 
 
+def process_start_time(pid: int) -> int | None:
+  """When process `pid` started (clock ticks since boot, Linux's /proc), None if unknown:
+  with the PID it names one process, even after the PID is reused."""
+  try:
+    with open(f'/proc/{pid}/stat', encoding='utf-8') as f:
+      stat = f.read()
+  except OSError:
+    return None
+  # The command name (field 2) may hold spaces and parentheses: count from its end.
+  return int(stat[stat.rindex(')') + 2:].split()[19])
+
+
+def _holder_alive(holder: dict, host: str) -> bool:
+  """Whether the lock's holder may still be running: on another host it is assumed so; on
+  this host its PID must be alive and, when the lock recorded it, started at the same time."""
+  if holder.get('host') != host:
+    return True
+  pid = int(holder.get('pid', -1))
+  if pid <= 0 or not _pid_alive(pid):
+    return False
+  recorded = holder.get('process_start')
+  return recorded is None or process_start_time(pid) in (None, recorded)
+
+
+# A lock file that cannot be read is taken for one being written only while it is this young.
+_UNREADABLE_LOCK_GRACE_SECONDS = 3.0
+
+
 class Workdir:
   """The files of one run's workdir (see the module docstring)."""
 
@@ -133,6 +164,14 @@ class Workdir:
 
   def population_dir(self, step: int) -> str:
     return files.join(self.population_root, str(step))
+
+  def population_staging_dir(self, step: int) -> str:
+    """Where new statistics of `step` are written before they replace the old ones."""
+    return f'{self.population_dir(step)}.incomplete'
+
+  def population_replaced_dir(self, step: int) -> str:
+    """Where the old statistics of `step` wait while the new ones move in."""
+    return f'{self.population_dir(step)}.replaced'
 
   @staticmethod
   def population_stats_item(directory: str) -> str:
@@ -218,20 +257,36 @@ class Workdir:
 
   @contextlib.contextmanager
   def lock(self):
-    """Held while a training run works here; another run on the same workdir is refused
-    (a lock left by a dead process on this host is taken over)."""
+    """Held while a training run works here; another run on the same workdir is refused.
+    Taken over: a lock left by a dead process on this host (recognised by its PID and start
+    time, so a reused PID does not count), and a lock file that cannot be read (written
+    half by a crash), with a warning."""
     if device_map.process_index() != 0:
       yield
       return
     path = self.file(LOCK_FILE)
     owner = {'pid': os.getpid(), 'host': socket.gethostname(),
+             'process_start': process_start_time(os.getpid()),
              'since': datetime.datetime.now().isoformat(timespec='seconds')}
+    first_unreadable = None
     while not _create_exclusive(path, json.dumps(owner)):
       try:
         holder = json.loads(files.read_text(path))
-      except (ValueError, FileNotFoundError):
-        holder = {}
-      if holder.get('host') == owner['host'] and not _pid_alive(int(holder.get('pid', -1))):
+        if not isinstance(holder, dict):
+          raise ValueError('not a JSON object')
+        int(holder.get('pid', -1))
+      except FileNotFoundError:
+        continue             # released meanwhile: try again
+      except (ValueError, TypeError, UnicodeDecodeError) as e:
+        # Maybe another run created it a moment ago and is writing it: wait that long.
+        first_unreadable = first_unreadable or time.monotonic()
+        if time.monotonic() - first_unreadable < _UNREADABLE_LOCK_GRACE_SECONDS:
+          time.sleep(0.5)
+          continue
+        logging.warning('%s cannot be read (%s): taking it over as stale', path, e)
+        files.remove(path)
+        continue
+      if not _holder_alive(holder, owner['host']):
         files.remove(path)   # left by a process that died
         continue
       raise UserError(

@@ -4,8 +4,10 @@ ends bitwise where an uninterrupted run ends, with every metric logged exactly o
 The moments are named fault points (bn_repro/faults.py) that the training
 subprocess reaches on its own, so each case is deterministic: SIGKILL at
 start-up, in the middle of a step, while a checkpoint is being written and in
-the final evaluation; SIGTERM and SIGINT in the middle of a step. The
-interrupted runs start together, then each is resumed in this process.
+the final evaluation; SIGTERM and SIGINT in the middle of a step and while a
+checkpoint step's checkpoint is being written (the step is saved once, the exit is an
+interruption's: 0 or 130). The interrupted runs start together, then each is resumed in
+this process.
 """
 
 import collections
@@ -35,6 +37,9 @@ CASES = {
     'evaluate@4:kill': (-9, (0, 2)),
     'step@3:term': (0, (3,)),
     'step@3:int': (130, (3,)),
+    # A signal on a checkpoint step, after its checkpoint started: that save is the one.
+    'checkpoint@2:term': (0, (2,)),
+    'checkpoint@2:int': (130, (2,)),
     # SIGTERM during the final evaluation: it finishes, the final checkpoint is saved.
     'evaluate@4:term': (0, (4,)),
 }
@@ -81,7 +86,11 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(fault, reference, i
   assert status == expected_status, stderr[-3000:]
   completed = Workdir(workdir).read_results() is not None
   if status in (0, 130) and not completed:
-    assert 'saved a checkpoint at step 3' in stderr
+    assert f'saved a checkpoint at step {expected_start[0]}' in stderr, stderr[-3000:]
+    assert 'error:' not in stderr, stderr[-3000:]
+  if fault.endswith((':term', ':int')):    # every signal is said, once, when it arrives
+    name = 'SIGTERM' if fault.endswith(':term') else 'SIGINT'
+    assert stderr.count(f'{name} received: saving a checkpoint') == 1, stderr[-3000:]
   saved = Checkpoints(Workdir(workdir).checkpoint_dir, read_only=True).all_steps()
   assert max(saved, default=0) in expected_start
 

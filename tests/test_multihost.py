@@ -20,9 +20,9 @@ from tests import multihost_harness
 HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'multihost_harness.py')
 
 
-def _two_processes(command, timeout=420, devices=4):
+def _two_processes(command, timeout=420, devices=4, env=None):
   return launch_local([sys.executable] + command, 2, cpu_devices_per_process=devices,
-                      timeout=timeout, sink=open(os.devnull, 'w'))
+                      timeout=timeout, sink=open(os.devnull, 'w'), env=env)
 
 
 def _relative_difference(a, b, keys, reference=None):
@@ -103,6 +103,26 @@ def test_train_script_on_two_processes(tiny_config, tmp_path, repo_root):
   assert any('2 processes' in line for line in outputs[0])
   run = load_trained(workdir)                   # restores here, on 1 process
   assert run.step == 2
+
+
+def test_a_sigint_to_one_process_stops_both_at_one_step(tiny_config, tmp_path, repo_root):
+  """Ctrl-C reaching one worker (process 1, at step 3) stops both at the same step, each
+  saves that one checkpoint, and the run exits as interrupted (130)."""
+  workdir = str(tmp_path / 'run')
+  status, outputs = _two_processes(
+      [os.path.join(repo_root, 'scripts', 'train.py'), '--config',
+       os.path.join(repo_root, 'configs', 'tiny.py'), '--workdir', workdir,
+       f'--config.data.data_dir={tiny_config.data.data_dir}', '--config.train_for=60 steps',
+       '--config.hooks.eval.every=never', '--config.hooks.checkpoint.every=1000 steps'],
+      env=dict(os.environ, BN_REPRO_FAULT='step@3:int', BN_REPRO_FAULT_PROCESS='1'))
+  text = [''.join(lines) for lines in outputs]
+  assert status == 130, text[0][-3000:] + text[1][-3000:]
+  assert 'SIGINT received' in text[1] and 'SIGINT received' not in text[0]
+  saved = Checkpoints(Workdir(workdir).checkpoint_dir, read_only=True).all_steps()
+  assert len(saved) == 1 and 3 <= saved[0] < 60, saved
+  for out in text:
+    assert f'saved a checkpoint at step {saved[0]}' in out
+  assert not os.path.exists(os.path.join(workdir, 'results.json'))
 
 
 def test_processes_that_disagree_fail_clearly():

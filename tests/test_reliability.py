@@ -20,15 +20,16 @@ import orbax.checkpoint as ocp
 import pytest
 
 from bn_repro import files
-from bn_repro.errors import ConfigError, UserError
+from bn_repro.errors import ConfigError, DataError, UserError
 from bn_repro.evaluation import population
 from bn_repro.evaluation.evaluators import EvalSpec, evaluate_workdir, saved_evaluation
 from bn_repro.evaluation.trained import load_trained
 from bn_repro.loop import config_checks
+from bn_repro.loop.hooks import TargetsHook
 from bn_repro.loop.train import TrainingDiverged, train_and_evaluate
 from bn_repro.training import optim
 from bn_repro.training.checkpoints import CheckpointDamaged, Checkpoints
-from bn_repro.workdir import Workdir
+from bn_repro.workdir import Workdir, process_start_time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -170,6 +171,34 @@ def test_population_statistics_are_replaced_only_when_the_new_ones_are_complete(
   np.testing.assert_array_equal(stats['layer']['var'], old['layer']['var'])
 
 
+def test_a_swap_killed_between_its_renames_keeps_the_statistics(tmp_path):
+  """Killed at the fault point between `<S>` -> `<S>.replaced` and `<S>.incomplete` -> `<S>`,
+  then killed again with only the old copy left: both times `load` finds complete ones."""
+  workdir = Workdir(str(tmp_path / 'run'))
+  workdir.create()
+  code = ('import numpy as np, sys\nfrom bn_repro.evaluation import population\n'
+          'from bn_repro.workdir import Workdir\n'
+          'stats = {"layer": {"mean": np.full(3, float(sys.argv[2]), np.float32), '
+          '"var": np.ones(3, np.float32)}}\n'
+          'population.save(Workdir(sys.argv[1]), 24, stats, {"seed": int(sys.argv[2])})\n')
+  env = dict(os.environ, BN_REPRO_FAULT='population_swap@24:kill', JAX_PLATFORMS='cpu')
+  ok = subprocess.run([sys.executable, '-c', code, workdir.path, '1'], capture_output=True,
+                      text=True, timeout=120, env=dict(env, BN_REPRO_FAULT=''))
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  killed = subprocess.run([sys.executable, '-c', code, workdir.path, '2'], capture_output=True,
+                          text=True, timeout=120, env=env)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+  assert not os.path.exists(workdir.population_dir(24))
+  stats, meta = population.load(workdir, 24)
+  assert meta == {'seed': 2} and stats['layer']['mean'][0] == 2   # the new copy was complete
+  shutil.rmtree(workdir.population_staging_dir(24))                 # only the old one left
+  stats, meta = population.load(workdir, 24)
+  assert meta == {'seed': 1} and stats['layer']['mean'][0] == 1
+  population.save(workdir, 24, stats, {'seed': 3})                  # the next save tidies up
+  assert population.load(workdir, 24)[1] == {'seed': 3}
+  assert sorted(os.listdir(workdir.population_root)) == ['24']
+
+
 def test_metrics_reach_the_file_at_once_and_a_resumed_run_drops_what_it_redoes(tmp_path):
   workdir = Workdir(str(tmp_path))
   from bn_repro.training.metric_writers import JsonLinesWriter
@@ -202,6 +231,40 @@ def test_damaged_targets_and_saved_probabilities_are_rebuilt(tiny_config, tmp_pa
     f.truncate(100)
   assert saved_evaluation(workdir, spec, 'test[:256]') is None
   assert any('is damaged' in r.getMessage() for r in caplog.records)
+
+
+def test_a_lock_of_a_reused_pid_or_a_half_written_lock_is_taken_over(tiny_config, tmp_path,
+                                                                     caplog):
+  workdir = Workdir(str(tmp_path))
+  workdir.create()
+  lock = workdir.file('.lock')
+  # The PID is alive (this process) but started at another time: its holder is gone.
+  with open(lock, 'w') as f:
+    json.dump({'pid': os.getpid(), 'host': os.uname().nodename, 'since': 'then',
+               'process_start': 1}, f)
+  with workdir.lock():
+    holder = json.load(open(lock))
+    assert holder['pid'] == os.getpid() and holder['process_start'] > 1
+  for text in ('', '{"pid": 12'):                  # empty, or cut short by a crash
+    with open(lock, 'w') as f:
+      f.write(text)
+    with workdir.lock():
+      assert json.load(open(lock))['pid'] == os.getpid()
+    assert not os.path.exists(lock)
+  assert sum('cannot be read' in r.getMessage() and 'taking it over' in r.getMessage()
+             for r in caplog.records) == 2
+  # A live holder with its real start time is still refused.
+  live = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+  try:
+    with open(lock, 'w') as f:
+      json.dump({'pid': live.pid, 'host': os.uname().nodename, 'since': 'now',
+                 'process_start': process_start_time(live.pid)}, f)
+    with pytest.raises(UserError, match=rf'in use by process {live.pid} '):
+      with workdir.lock():
+        pass
+  finally:
+    live.kill()
+    live.wait()
 
 
 def test_a_workdir_in_use_is_refused_and_a_stale_lock_is_taken_over(tiny_config, tmp_path):
@@ -298,6 +361,68 @@ def _user_mistakes(tmp, trained, data_dir):
   }
 
 
+def test_a_missing_or_empty_eval_split_is_refused_before_the_first_step(tiny_config, tmp_path):
+  for split, message in (('nosuchsplit', r"'nosuchsplit' is not a split of .*test, train"),
+                         ('test[:0]', r"split 'test\[:0\]' of .* is empty")):
+    workdir = str(tmp_path / split)
+    tiny_config.data.eval_split = split
+    with pytest.raises(DataError, match=message):
+      _train(tiny_config, workdir, 4)
+    assert not os.path.exists(Workdir(workdir).metrics_file)    # nothing trained
+    assert Checkpoints(Workdir(workdir).checkpoint_dir, read_only=True).all_steps() == []
+
+
+def test_an_error_during_training_lets_the_checkpoint_being_written_finish(
+    tiny_config, tmp_path, monkeypatch):
+  finished = []
+  real = Checkpoints.finish_in_flight_save
+  monkeypatch.setattr(Checkpoints, 'finish_in_flight_save',
+                      lambda self: (finished.append(True), real(self)))
+
+  def failing(self, step, state, outputs):
+    if step == 3:     # the step after a checkpoint step: its save may still be running
+      raise RuntimeError('a bug in a hook')
+    return {}
+  monkeypatch.setattr(TargetsHook, '__call__', failing)
+  with pytest.raises(RuntimeError, match='a bug in a hook'):
+    _train(tiny_config, str(tmp_path), 4)
+  assert finished == [True]
+  checkpoint_dir = Workdir(str(tmp_path)).checkpoint_dir
+  assert sorted(os.listdir(checkpoint_dir)) == ['2']               # complete, no tmp folder
+  assert Checkpoints(checkpoint_dir, read_only=True).all_steps() == [2]
+
+
+def test_allowing_a_config_change_on_a_finished_run_keeps_its_results(tiny_config, tmp_path):
+  workdir = str(tmp_path)
+  before = _train(tiny_config, workdir, 4)
+  tiny_config.model.activation = 'sigmoid'          # same shapes, another network
+  after = _train(tiny_config, workdir, 4, allow_config_change=True)
+  assert after == before == Workdir(workdir).read_results()
+  assert Workdir(workdir).load_config().model.activation == 'relu'   # nothing happened
+
+
+def test_a_script_ends_even_when_a_library_thread_would_keep_it_alive():
+  code = ('import threading, time\nfrom bn_repro import cli\ncli.EXIT_GRACE_SECONDS = 1\n'
+          'threading.Thread(target=time.sleep, args=(600,)).start()\ncli._fail("stuck")\n')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                       timeout=60)
+  assert out.returncode == 2 and out.stderr.strip().endswith('error: stuck')
+
+
+def test_population_stats_on_a_read_only_workdir_refuses_before_computing_and_exits(
+    trained_workdir, tmp_path, read_only):
+  workdir = str(tmp_path / 'copy')
+  shutil.copytree(trained_workdir, workdir)
+  read_only(workdir)
+  out = subprocess.run([sys.executable, 'scripts/population_stats.py', '--workdir', workdir,
+                        '--num_batches', '2'], cwd=REPO, capture_output=True, text=True,
+                       timeout=240)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert re.match(r'error: .* is read-only: population statistics are saved in it',
+                  out.stderr.strip().splitlines()[-1])
+  assert 'Population statistics of' not in out.stdout      # refused before computing
+
+
 def test_user_mistakes_end_in_one_line(trained_workdir, fmnist_data_dir, tmp_path):
   cases = _user_mistakes(str(tmp_path), trained_workdir, fmnist_data_dir)
   running = {name: subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
@@ -361,8 +486,11 @@ def test_two_runs_building_the_dataset_at_once_both_succeed(tmp_path):
 def test_the_launcher_passes_signals_on_and_leaves_no_orphans(tmp_path):
   child = ('import os, signal, sys, time\n'
            'signal.signal(signal.SIGTERM, lambda *_: (print("saved", flush=True), sys.exit(0)))\n'
+           'signal.signal(signal.SIGINT, lambda *_: (print("saved", flush=True), sys.exit(130)))\n'
            'print("pid", os.getpid(), flush=True)\ntime.sleep(600)\n')
-  for how in ('SIGTERM', 'SIGKILL'):
+  # A signal to the launcher reaches both workers; a worker killed outright takes the other
+  # one down with it; a killed launcher leaves no worker behind.
+  for how in ('SIGTERM', 'SIGINT', 'SIGKILL', 'SIGKILL to one worker'):
     launcher = subprocess.Popen(
         [sys.executable, 'scripts/launch_local.py', '--num_processes', '2', '--', 'python', '-c',
          child], cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -372,10 +500,16 @@ def test_the_launcher_passes_signals_on_and_leaves_no_orphans(tmp_path):
       assert line, 'the launcher ended early'
       if ' pid ' in line:
         pids.append(int(line.split()[-1]))
-    launcher.send_signal(getattr(signal, how))
+    if how == 'SIGKILL to one worker':
+      os.kill(pids[1], signal.SIGKILL)
+    else:
+      launcher.send_signal(getattr(signal, how))
     output = launcher.communicate(timeout=60)[0]
-    if how == 'SIGTERM':
-      assert launcher.returncode == 0 and output.count('saved') == 2, output
+    if how in ('SIGTERM', 'SIGINT'):
+      expected = 0 if how == 'SIGTERM' else 130
+      assert launcher.returncode == expected and output.count('saved') == 2, output
+    if how == 'SIGKILL to one worker':
+      assert launcher.returncode != 0 and output.count('saved') == 0, output
     deadline = time.time() + 10
     while time.time() < deadline and any(_alive(p) for p in pids):
       time.sleep(0.1)

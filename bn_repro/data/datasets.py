@@ -177,6 +177,9 @@ def split_part(builder, split: str, fallback_total: int | None) -> SplitPart:
     total = builder.info.splits[split].num_examples
   except (KeyError, ValueError):
     sizes = []
+  if sizes and total == 0:
+    raise DataError(f'split {split!r} of {builder.name} is empty: give a slice with examples '
+                    f'(e.g. \'{base}[:1000]\')')
   if not sizes or not total:
     # tfds.testing.mock_data has no split sizes: use the config's.
     if not fallback_total:

@@ -30,6 +30,9 @@ def compute_for_checkpoint(workdir: str, *, step: int | None = None, num_batches
   trained = load_trained(workdir, step)
   config = trained.config
   require_batch_norm(config)
+  if not trained.workdir.writable():   # say so before the computation, not after it
+    raise UserError(f'{trained.workdir} is read-only: population statistics are saved in it; '
+                    'make it writable or copy it elsewhere')
   if num_batches < 2:
     raise UserError(f'--num_batches={num_batches} must be at least 2')
   batch_size = batch_size or config.global_batch_size

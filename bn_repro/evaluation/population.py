@@ -28,8 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
-from bn_repro import files
+from bn_repro import faults, files
 from bn_repro.data.on_device import Augmentation, standardize, train_images
 from bn_repro.errors import UserError
 from bn_repro.models.batchnorm import BATCH_MOMENTS
@@ -140,7 +141,7 @@ def save(workdir: Workdir, step: int, stats: dict, meta: dict, reports: dict | N
   """Saves statistics and meta (and `reports`, {Workdir file name: JSON value}) for checkpoint
   `step`; the previous ones, if any, are replaced only once the new ones are complete."""
   final = workdir.population_dir(step)
-  staging = f'{final}.incomplete'
+  staging = workdir.population_staging_dir(step)
   if device_map.process_index() == 0:
     files.remove_tree(staging)
   device_map.sync_processes('population stats staging cleared')
@@ -151,18 +152,34 @@ def save(workdir: Workdir, step: int, stats: dict, meta: dict, reports: dict | N
     write_json_on_process_0(files.join(staging, name), value)
   write_json_on_process_0(workdir.population_meta_file(staging), meta)
   if device_map.process_index() == 0:
-    replaced = f'{final}.replaced'
+    replaced = workdir.population_replaced_dir(step)
     if files.exists(final):
       files.rename(final, replaced)
+    faults.point('population_swap', step)
     files.rename(staging, final)
     files.remove_tree(replaced)
   device_map.sync_processes('population stats saved')
   return final
 
 
+def _complete_copy(workdir: Workdir, step: int) -> str:
+  """The directory to read the statistics of `step` from. A save killed between its two
+  renames leaves no <step>/ but a complete copy beside it: the new one (staging, complete
+  once its meta file is written last) or the old one (replaced); the next save tidies up."""
+  final = workdir.population_dir(step)
+  if files.exists(workdir.population_meta_file(final)):
+    return final
+  for candidate in (workdir.population_staging_dir(step), workdir.population_replaced_dir(step)):
+    if files.exists(workdir.population_meta_file(candidate)):
+      logging.warning('population statistics of step %d: a save was interrupted; using the '
+                      'complete copy %s', step, candidate)
+      return candidate
+  return final
+
+
 def load(workdir: Workdir, step: int) -> tuple[dict, dict]:
   """(stats, meta) computed for checkpoint `step`, or a one-line error saying how to compute them."""
-  directory = workdir.population_dir(step)
+  directory = _complete_copy(workdir, step)
   if not files.exists(workdir.population_meta_file(directory)):
     raise UserError(
         f'no population statistics for step {step} in {workdir}: compute them with '

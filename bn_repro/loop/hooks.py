@@ -153,6 +153,7 @@ class EvaluateHook(Hook):
     self.ctx = ctx
     self.statistics = statistics
     self.num_batches = num_batches
+    self.eval_data = ctx.eval_data   # opened now: a missing split fails before training
     self._population_batches = None   # one stream of training batches, opened at first use
     self._moments_step = None
 
@@ -191,7 +192,7 @@ class EvaluateHook(Hook):
                                momentum=self.ctx.config.model.bn.momentum,
                                population_stats=population_stats)
     evaluation = exact.evaluate(self.ctx.recipe.eval_step(self.statistics), variables,
-                                self.ctx.eval_data)
+                                self.eval_data)
     return evaluation.result.metrics(prefix=f'{self.name}_')
 
 
@@ -273,12 +274,9 @@ class CheckpointHook(Hook):
     super().__init__(name, every_steps, at_end_only)
     del keep   # the loop opens the checkpoint manager with it
     self.ctx = ctx
-    self.last_saved = ctx.checkpoints.latest_step()
 
   def __call__(self, step, state, outputs):
-    if step != self.last_saved:
-      self.ctx.checkpoints.save(step, state, self.ctx.checkpoint_meta(step))
-      self.last_saved = step
+    self.ctx.checkpoints.save(step, state, self.ctx.checkpoint_meta(step))   # once per step
     return {}
 
   def close(self):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import threading
 import time
@@ -51,16 +52,26 @@ class TrainingInterrupted(Interrupted):
 
 
 class StopSignals:
-  """Records SIGTERM and SIGINT while inside the block (main thread, one process: with
-  several, JAX's own preemption notifier handles SIGTERM)."""
+  """Records SIGTERM and SIGINT while inside the block (main thread), each with one log line.
+
+  One process handles both itself. With several, JAX's preemption notifier owns SIGTERM
+  and brings every process to the same stop step; a SIGINT on any process is passed to
+  that notifier as a SIGTERM of its own, so a Ctrl-C stops them all at one step too (the
+  process that saw the SIGINT still exits as interrupted).
+  """
 
   def __init__(self):
     self.received = None
     self._event = threading.Event()
 
   def _handle(self, number, _):
-    self.received = self.received or signal.Signals(number).name
+    name = signal.Signals(number).name
+    if self.received is None:
+      logging.warning('%s received: saving a checkpoint and stopping after this step', name)
+    self.received = self.received or name
     self._event.set()
+    if device_map.process_count() > 1 and number == signal.SIGINT:
+      os.kill(os.getpid(), signal.SIGTERM)     # to JAX's preemption notifier
 
   @contextlib.contextmanager
   def catching(self):
@@ -78,6 +89,9 @@ class StopSignals:
   def stop_requested(self) -> bool:
     """Whether to save and stop now, the same decision on every process."""
     if device_map.stop_requested(self._event):
+      if self.received is None:
+        logging.warning('preemption notice (SIGTERM) received by the run: saving a checkpoint '
+                        'and stopping')
       self.received = self.received or 'SIGTERM'
       return True
     return False
@@ -119,15 +133,29 @@ def _train(config, run_dir: Workdir, allow_config_change: bool, start_time: floa
   steps_per_epoch = train_data.steps_per_epoch
   recipe = recipes.for_training(config, steps_per_epoch)
   num_steps = durations.parse('train_for', config.train_for).steps(steps_per_epoch)
-  log_every = durations.parse('log_every', config.log_every).steps(steps_per_epoch)
-  check_finite_every = durations.parse('check_finite_every', config.check_finite_every,
-                                       allow_zero=True).steps(steps_per_epoch)
 
   checkpoints = Checkpoints(run_dir.checkpoint_dir,
                             keep=checkpoint_options(config.hooks)['keep'])
+  try:
+    return _resume_and_run(config, run_dir, changed, source, train_data, recipe, num_steps,
+                           checkpoints, start_time)
+  except BaseException:
+    # Whatever stops the run, a checkpoint still being written is finished, not abandoned.
+    checkpoints.finish_in_flight_save()
+    raise
+
+
+def _resume_and_run(config, run_dir, changed, source, train_data, recipe, num_steps,
+                    checkpoints, start_time) -> dict:
+  steps_per_epoch = train_data.steps_per_epoch
+  log_every = durations.parse('log_every', config.log_every).steps(steps_per_epoch)
+  check_finite_every = durations.parse('check_finite_every', config.check_finite_every,
+                                       allow_zero=True).steps(steps_per_epoch)
   restored = checkpoints.restore_latest_intact(recipe.abstract_state())
+  trained_with = None   # the config of the checkpoint resumed from
   if restored is not None:
     state, saved_meta = restored
+    trained_with = ml_collections.ConfigDict(saved_meta['config'])
     if (saved_meta['global_batch_size'] != config.global_batch_size
         or saved_meta['seed'] != config.seed):
       logging.warning('resuming with another global batch or seed than the checkpoint '
@@ -136,11 +164,20 @@ def _train(config, run_dir: Workdir, allow_config_change: bool, start_time: floa
     logging.info('Resumed from %s', checkpoints.path(saved_meta['step']))
   else:
     state = recipe.init_state()
-  run_dir.write_config(config, replaced_because=changed)
 
   start_step = int(device_map.to_host(state.step))
   device_map.check_same_on_all_processes('config', config.to_json_best_effort(sort_keys=True))
   device_map.check_same_on_all_processes('start step', str(start_step))
+  if start_step >= num_steps and trained_with is not None:
+    difference = identity_difference(trained_with, config)
+    if difference:
+      # Evaluating the checkpoint as the changed network would describe no real model.
+      logging.warning('nothing to train: checkpoint %d is the end of the run (train_for) and '
+                      'was trained with another config (%s); nothing was evaluated and %s is '
+                      'unchanged: evaluate the checkpoint with scripts/evaluate.py (which uses '
+                      'its own config), or raise train_for to train on with the new config',
+                      start_step, difference, run_dir.results_file)
+      return run_dir.read_results() or {'name': config.name, 'step': start_step}
   run_dir.keep_metrics_up_to(start_step)   # what a crash left beyond the checkpoint is redone
   per_device = config.global_batch_size // device_map.device_count()
   logging.info('%s: %d devices on %d processes, global batch %d (%d per device), BN statistics '
@@ -159,11 +196,14 @@ def _train(config, run_dir: Workdir, allow_config_change: bool, start_time: floa
             'global_batch_size': config.global_batch_size, 'seed': config.seed,
             'steps_per_epoch': steps_per_epoch}
 
-  writer = create_writer(run_dir.path, jsonl_file=run_dir.metrics_file)
   ctx = HookContext(config=config, workdir=run_dir, recipe=recipe, source=source,
                     checkpoints=checkpoints, checkpoint_meta=checkpoint_meta,
                     start_step=start_step)
+  # Building the hooks opens their data (the eval split, the probe batch): a split the
+  # dataset lacks is refused here, before the first step, not after an epoch.
   hooks = build_hooks(ctx)
+  run_dir.write_config(config, replaced_because=changed)
+  writer = create_writer(run_dir.path, jsonl_file=run_dir.metrics_file)
   progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                              every_steps=log_every)
   signals = StopSignals()
@@ -176,7 +216,7 @@ def _train(config, run_dir: Workdir, allow_config_change: bool, start_time: floa
         _stop_diverged(step - len(pending) + offset + 1, m, checkpoints)
 
   def save_and_stop(step: int):
-    checkpoints.save(step, state, checkpoint_meta(step))
+    checkpoints.save(step, state, checkpoint_meta(step))   # once: a no-op if step is saved
     checkpoints.wait()
     writer.flush()
     raise TrainingInterrupted(step, signals.received)
@@ -226,6 +266,9 @@ def _train(config, run_dir: Workdir, allow_config_change: bool, start_time: floa
   for hook in hooks:
     hook.close()
   writer.flush()
+  if signals.received:
+    logging.warning('%s arrived during the last step: the run is complete, so it ends '
+                    'normally', signals.received)
   results = {'name': config.name, 'step': step, 'eval_split': source.config.eval_split,
              **outputs, 'wall_seconds_this_run': round(time.time() - start_time, 1)}
   for hook in hooks:

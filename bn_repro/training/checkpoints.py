@@ -106,6 +106,7 @@ class Checkpoints:
         cleanup_tmp_directories=False, enable_async_checkpointing=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           handler_registry=_handler_registry())
+    self._last_saved = None   # the step this process last started to save
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -117,7 +118,11 @@ class Checkpoints:
     return files.join(self.directory, str(step))
 
   def save(self, step: int, state: TrainState, meta: dict) -> None:
-    """Starts an asynchronous save; `wait()` blocks until it is on disk."""
+    """Starts an asynchronous save of `step`, unless it is saved (or being saved) already:
+    a step is saved once, whoever asks (the checkpoint hook, then a stop signal on the same
+    step). `wait()` blocks until it is on disk."""
+    if step == self._last_saved or step in self.all_steps():
+      return
     parts = {MODEL: state.model_part(), TRAINING: state.training_part()}
     self._check_space(sum(x.nbytes for x in jax.tree.leaves(parts)))
     meta = dict(meta, digests={item: digests(part) for item, part in parts.items()})
@@ -125,11 +130,21 @@ class Checkpoints:
       self._manager.save(step, args=ocp.args.Composite(
           **{item: ocp.args.PyTreeSave(part) for item, part in parts.items()},
           **{META: ocp.args.JsonSave(meta)}), force=True)
+    self._last_saved = step
     faults.point('checkpoint', step)
 
   def wait(self) -> None:
     with self._write_errors():
       self._manager.wait_until_finished()
+
+  def finish_in_flight_save(self) -> None:
+    """On the way out after an error: lets a save in progress complete (a failure of its own
+    is logged, not raised over the error that is ending the run)."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # orbax and tensorstore report storage errors as many types
+      logging.error('the checkpoint being written could not be completed: %s',
+                    str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
 
   def _check_space(self, state_bytes: int) -> None:
     """Refuses to start a checkpoint that cannot fit on a local disk (a full disk is far
