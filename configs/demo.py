@@ -5,11 +5,11 @@ statistics). `make demo` runs it on one simulated device per CPU core (see
 docs/performance.md for why).
 """
 
-from configs import fmnist_bn_x30
+from configs import small_scale
 
 
 def get_config():
-  c = fmnist_bn_x30.get_config()
+  c = small_scale.get_config('bn_x30,fashion_mnist')
   c.name = 'demo_fashion_mnist_bn_x30'
   c.train_for = '2 epochs'
   c.hooks.eval.every = 'end'   # the final evaluation only

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bn_repro.data.on_device import standardize
-from bn_repro.errors import ConfigError
+from bn_repro.errors import ConfigError, UserError
 from bn_repro.models import build_model
 from bn_repro.parallel import device_map
 from bn_repro.evaluation import ics_probe
@@ -24,6 +24,7 @@ from bn_repro.loop.train import train_and_evaluate
 from bn_repro.training.metric_writers import JsonLinesWriter
 from bn_repro.training.recipes import TrainingRecipe
 from bn_repro.workdir import Workdir
+from configs import small_scale
 
 
 def test_probe_summary_equals_numpy_on_a_known_batch():
@@ -167,9 +168,9 @@ def test_figure4_table_formats_errors():
 
 def _config_of(command, repo_root):
   """The config a reproduction command trains with: its file plus its --config.* overrides."""
-  file = command[command.index('--config') + 1]
+  file, *arg = command[command.index('--config') + 1].split(':', 1)   # as config_flags splits
   module = importlib.import_module(file[:-3].replace('/', '.'))
-  config = module.get_config()
+  config = module.get_config(*arg)
   for arg in command:
     if arg.startswith('--config.'):
       path, value = arg[len('--config.'):].split('=', 1)
@@ -181,6 +182,19 @@ def _config_of(command, repo_root):
       node[leaf] = type(old)(value) if not isinstance(old, str) else value
   assert os.path.exists(os.path.join(repo_root, file))
   return config
+
+
+def test_small_scale_config_takes_model_and_dataset():
+  """configs/small_scale.py:MODEL[,DATASET]: Fashion-MNIST by default, names as the runs'
+  workdirs know them, and a bad argument names the choices."""
+  assert small_scale.get_config('bn_x30').name == 'fashion_mnist_bn_x30'
+  assert small_scale.get_config('bn_x30') == small_scale.get_config('bn_x30,fashion_mnist')
+  mlp = small_scale.get_config('mlp_bn,mnist')
+  assert (mlp.name, mlp.data.dataset, mlp.model.batch_norm) == ('mnist_mlp_bn', 'mnist', True)
+  for bad in ('', 'bn_x7', 'bn_x30,cifar10', 'bn_x30,mnist,extra'):
+    with pytest.raises(UserError, match='one of inception, .*, mlp_bn and DATASET one of '
+                                        'fashion_mnist, mnist$'):
+      small_scale.get_config(bad)
 
 
 @pytest.mark.parametrize('plan_name', ['QUICK', 'FULL'])
