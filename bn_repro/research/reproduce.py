@@ -1,8 +1,8 @@
 """The paper's claims at small scale: the plan of runs, their command lines, and the tables
 made from their logs.
 
-`scripts/reproduce.py` runs the plan (each run a recorded command line of the
-project's own scripts, in its own workdir) and writes the tables and plots
+bn_repro/research/plan_runner.py runs the plan (each run a recorded command
+line of the project's own scripts, in its own workdir) and writes the tables
 made here. The compared runs train with several seeds; every number is then
 reported as the mean and the range over seeds.
 """
@@ -223,6 +223,19 @@ def model_rows(curves: dict[str, list[dict[str, tuple[list, list]]]], target: fl
 
 def _cell(row: dict, metric: str, field: str, fmt: str = '{:.4f}') -> str:
   return row[metric][field].format(fmt) if metric in row else '-'
+
+
+def figure1_markdown(rows: list[dict], target: float) -> str:
+  """The MLPs' table ('' before the MLP without BN has finished)."""
+  if not rows:
+    return ''
+  lines = [f'Target: the MLP without BN\'s best test top-1, {target:.4f} (mean over seeds).',
+           '', '| run | seeds | steps to target | best top-1 | final top-1 |',
+           '|---|---|---|---|---|']
+  for r in rows:
+    lines.append(f'| {r["model"]} | {r["seeds"]} | {r["eval"]["steps"].format("{:.0f}")} '
+                 f'| {r["eval"]["best"].format()} | {r["eval"]["final"].format()} |')
+  return '\n'.join(lines)
 
 
 def figure3_markdown(rows: list[dict], target: float, learning_rates: dict[str, float]) -> str:
