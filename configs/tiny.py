@@ -1,10 +1,10 @@
 """A tiny BN-x30 twin for tests: every piece of the real run, shrunk to seconds."""
 
-from configs import fmnist_bn_x30
+from configs import small_scale
 
 
 def get_config():
-  c = fmnist_bn_x30.get_config()
+  c = small_scale.get_config('bn_x30,fashion_mnist')
   c.name = 'tiny'
   c.model.width = 1 / 16
   c.global_batch_size = 16           # 2 examples on each of 8 devices

@@ -2,7 +2,7 @@
 
   # all CPU parts on 8 simulated devices (part 4 needs several devices)
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python scripts/benchmark.py \\
-      --config configs/fmnist_bn_x30.py --output results/benchmark_cpu.json
+      --config configs/small_scale.py:bn_x30,fashion_mnist --output results/benchmark_cpu.json
   # one GPU: bare step, input pipeline and FLOPs of the full network
   python scripts/benchmark.py --config configs/bn_x30.py --parts 1,3,6 --batch_size 128
 

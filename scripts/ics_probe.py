@@ -1,6 +1,6 @@
 """Trains with the internal-covariate-shift probe on chosen layers, then plots them.
 
-  python scripts/ics_probe.py --config configs/fmnist_inception.py --workdir workdirs/ics \\
+  python scripts/ics_probe.py --config configs/small_scale.py:inception --workdir workdirs/ics \\
       --layers inception_3a/b1x1,inception_5b/b1x1 [--every_steps 100] [--unit 0]
 
 Records go to <workdir>/ics_probe.jsonl (percentiles of one unit's input,

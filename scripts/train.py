@@ -1,6 +1,7 @@
 """Trains a model from a config file; re-running the same command resumes.
 
-  python scripts/train.py --config configs/fmnist_bn_x30.py --workdir workdirs/bn_x30
+  python scripts/train.py --config configs/small_scale.py:bn_x30,fashion_mnist \\
+      --workdir workdirs/bn_x30
   python scripts/train.py --config configs/bn_x5.py --workdir gs://... \\
       --config.optimizer.learning_rate=0.01
 """

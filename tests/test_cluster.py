@@ -254,7 +254,7 @@ def test_each_accelerator_install_builds_on_the_cpu_pins(accel, plugins):
 def test_the_gpu_benchmark_script_runs_every_variant_and_writes_its_results(tmp_path):
   """scripts/gpu_benchmark.sh end to end on the CPU, with the MLP standing in for
   BN-Inception: every variant's rate, FLOPs (counted when XLA gives none) and a summary."""
-  env = dict(os.environ, XLA_FLAGS='', CONFIG='configs/fmnist_mlp.py', STEPS='2', REPEATS='2',
+  env = dict(os.environ, XLA_FLAGS='', CONFIG='configs/small_scale.py:mlp', STEPS='2', REPEATS='2',
              INPUT_PIPELINE='0', PYTHON=sys.executable)
   out = subprocess.run(['bash', 'scripts/gpu_benchmark.sh', str(tmp_path)], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=600)

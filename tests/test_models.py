@@ -10,7 +10,7 @@ from bn_repro.errors import ConfigError
 from bn_repro.models import (abstract_variables, build_model, init_variables,
                              initializers)
 from bn_repro.models import summary
-from configs import bn_x30, fmnist_mlp, inception, tiny
+from configs import bn_x30, inception, small_scale, tiny
 
 # The paper's Figure 5 table, with the output sizes its own columns give
 # (it prints 576/576/1024 for 4c/4d/4e and pre-stride sizes for 3c/4e).
@@ -122,7 +122,7 @@ def test_every_variant_runs_forward_and_backward(variant):
 
 @pytest.mark.parametrize('batch_norm', [False, True])
 def test_figure_one_mlp(batch_norm):
-  config = fmnist_mlp.get_config()
+  config = small_scale.get_config('mlp,fashion_mnist')
   config.model.batch_norm = batch_norm
   model = build_model(config.model, image_size=28)
   variables = init_variables(model, (28, 28, 1), jax.random.key(0))

@@ -105,11 +105,11 @@ def test_the_checkpoint_hook_is_found_by_its_kind_and_there_is_exactly_one(tiny_
 
 
 def test_the_learning_rate_follows_the_global_batch():
-  from configs import bn_x5, fmnist_bn_x5
+  from configs import bn_x5, small_scale
   config = bn_x5.get_config().optimizer
   assert optim.peak_learning_rate(config, 256) == pytest.approx(0.0075 * 8)
   assert optim.peak_learning_rate(config, 1024) == pytest.approx(0.0075 * 32)
-  twin = fmnist_bn_x5.get_config().optimizer     # the twins' fixed factor, any batch
+  twin = small_scale.get_config('bn_x5').optimizer     # the twins' fixed factor, any batch
   assert optim.peak_learning_rate(twin, 64) == optim.peak_learning_rate(twin, 128)
 
 

@@ -1,7 +1,8 @@
-"""The pieces of scripts/reproduce.py and of the internal-covariate-shift probe, at toy size."""
+"""The pieces of the small-scale reproduction (bn_repro/research/) and of the
+internal-covariate-shift probe, at toy size."""
 
+import dataclasses
 import importlib
-import importlib.util
 import json
 import os
 import shlex
@@ -12,11 +13,11 @@ import numpy as np
 import pytest
 
 from bn_repro.data.on_device import standardize
-from bn_repro.errors import ConfigError
+from bn_repro.errors import ConfigError, UserError
 from bn_repro.models import build_model
 from bn_repro.parallel import device_map
 from bn_repro.evaluation import ics_probe
-from bn_repro.research import plots, reproduce
+from bn_repro.research import command_runner, figure4, figures, plots, reproduce
 from bn_repro.loop import config_checks
 from bn_repro.training import durations
 from bn_repro.loop.hooks import Hook
@@ -24,6 +25,7 @@ from bn_repro.loop.train import train_and_evaluate
 from bn_repro.training.metric_writers import JsonLinesWriter
 from bn_repro.training.recipes import TrainingRecipe
 from bn_repro.workdir import Workdir
+from configs import small_scale
 
 
 def test_probe_summary_equals_numpy_on_a_known_batch():
@@ -81,7 +83,7 @@ def test_unknown_probe_layer_lists_the_choices(tiny_config, tmp_path):
 
 def _synthetic_log(workdir, points, key='eval_top1'):
   os.makedirs(workdir, exist_ok=True)
-  writer = JsonLinesWriter(os.path.join(workdir, 'metrics.jsonl'))
+  writer = JsonLinesWriter(Workdir(str(workdir)).metrics_file)
   for step, value in points:
     writer.write_scalars(step, {'train_loss': 1.0})
     writer.write_scalars(step, {key: value})
@@ -121,6 +123,63 @@ def test_steps_to_target_table_over_seeds_from_synthetic_logs(tmp_path):
   # The swing between evaluations: mean |change| over the second half of each curve.
   assert reproduce.swing([0.1, 0.2, 0.5, 0.4, 0.6]) == pytest.approx((0.1 + 0.2) / 2)
   assert '| BN-x5 | population |' in reproduce.statistics_markdown([rows['BN-x5']])
+
+
+def _probe_records(layers):
+  records = []
+  for layer in layers:
+    previous = None
+    for step in (0, 10, 20):
+      record = {'step': step, 'layer': layer,
+                **ics_probe.summarize(np.random.RandomState(step).randn(50, 4), unit=0)}
+      if previous:
+        record.update(ics_probe.drift(previous, record))
+      records.append(record)
+      previous = record
+  return records
+
+
+def _finished_run(workdir, probe_layers=()):
+  """A workdir as a finished twin leaves it, for the figures: config, metrics, probe records."""
+  _synthetic_log(workdir, [(50, 0.5), (100, 0.7)])
+  _synthetic_log(workdir, [(50, 0.6), (100, 0.8)], key='eval_population_top1')
+  config = ml_collections.ConfigDict({'optimizer': {'learning_rate': 0.01, 'lr_scale': 2.0}})
+  Workdir(str(workdir)).write_config(config)
+  if probe_layers:
+    with open(Workdir(str(workdir)).probe_file, 'w', encoding='utf-8') as f:
+      f.writelines(json.dumps(r) + '\n' for r in _probe_records(probe_layers))
+  return str(workdir)
+
+
+def test_one_seed_figures_show_the_plans_first_seed():
+  """The probe figures and the other one-seed comparisons pick the plan's first seed,
+  whichever it is (only that seed's twins are probed)."""
+  plan = dataclasses.replace(reproduce.QUICK, seeds=(1, 2))
+  Run = reproduce.Run
+  finished = {Run('Inception', 1): 'i1', Run('Inception', 2): 'i2', Run('BN-x5', 1): 'x1',
+              Run('BN-x5', 1, 'long'): 'x1_long', Run('BN-x5', 2): 'x2', Run('BN-x30', 1): 'y1'}
+  assert figures.first_seed_runs(finished, plan, reproduce.PROBE_TWINS) == {
+      'Inception': 'i1', 'BN-x5': 'x1'}
+  assert figures.first_seed_runs(finished, dataclasses.replace(plan, seeds=(2, 1)),
+                                 reproduce.PROBE_TWINS) == {'Inception': 'i2', 'BN-x5': 'x2'}
+
+
+def test_probe_figures_are_drawn_for_a_plan_without_seed_0(tmp_path):
+  """The twins' probe figures come from the runs the plan probes (the first seed's)."""
+  plan = dataclasses.replace(reproduce.QUICK, seeds=(1, 2))
+  finished = {}
+  for run in reproduce.plan_runs(plan):
+    if run.model in reproduce.TWINS and not run.variant:
+      probed = reproduce.command(run, plan, 'fashion_mnist', '/w')[0] == 'scripts/ics_probe.py'
+      finished[run] = _finished_run(tmp_path / 'runs' / run.slug,
+                                    reproduce.PROBE_LAYERS if probed else ())
+  out = tmp_path / 'results'
+  rows, learning_rates, _ = figures.figures2_3(str(out), plan, finished, 'fashion_mnist')
+  assert {r['model'] for r in rows} == set(reproduce.TWINS)
+  assert learning_rates['BN-x5'] == pytest.approx(0.02)
+  for layer in reproduce.PROBE_LAYERS:
+    for drift in (False, True):
+      assert os.path.getsize(out / figures.probe_file(layer, drift=drift)) > 1000
 
 
 def test_plots_show_the_data_they_are_given(tmp_path):
@@ -167,9 +226,9 @@ def test_figure4_table_formats_errors():
 
 def _config_of(command, repo_root):
   """The config a reproduction command trains with: its file plus its --config.* overrides."""
-  file = command[command.index('--config') + 1]
+  file, *arg = command[command.index('--config') + 1].split(':', 1)   # as config_flags splits
   module = importlib.import_module(file[:-3].replace('/', '.'))
-  config = module.get_config()
+  config = module.get_config(*arg)
   for arg in command:
     if arg.startswith('--config.'):
       path, value = arg[len('--config.'):].split('=', 1)
@@ -181,6 +240,19 @@ def _config_of(command, repo_root):
       node[leaf] = type(old)(value) if not isinstance(old, str) else value
   assert os.path.exists(os.path.join(repo_root, file))
   return config
+
+
+def test_small_scale_config_takes_model_and_dataset():
+  """configs/small_scale.py:MODEL[,DATASET]: Fashion-MNIST by default, names as the runs'
+  workdirs know them, and a bad argument names the choices."""
+  assert small_scale.get_config('bn_x30').name == 'fashion_mnist_bn_x30'
+  assert small_scale.get_config('bn_x30') == small_scale.get_config('bn_x30,fashion_mnist')
+  mlp = small_scale.get_config('mlp_bn,mnist')
+  assert (mlp.name, mlp.data.dataset, mlp.model.batch_norm) == ('mnist_mlp_bn', 'mnist', True)
+  for bad in ('', 'bn_x7', 'bn_x30,cifar10', 'bn_x30,mnist,extra'):
+    with pytest.raises(UserError, match='one of inception, .*, mlp_bn and DATASET one of '
+                                        'fashion_mnist, mnist$'):
+      small_scale.get_config(bad)
 
 
 @pytest.mark.parametrize('plan_name', ['QUICK', 'FULL'])
@@ -217,21 +289,11 @@ def test_hook_cadence():
   assert not only_at_end.due(10) and only_at_end.due(10, final=True)
 
 
-@pytest.fixture
-def script(repo_root):
-  """scripts/reproduce.py as a module."""
-  spec = importlib.util.spec_from_file_location(
-      'reproduce_script', os.path.join(repo_root, 'scripts', 'reproduce.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def test_recorded_commands_paste_into_a_shell_at_the_repo_root(script, tmp_path):
+def test_recorded_commands_paste_into_a_shell_at_the_repo_root(repo_root, tmp_path):
   """commands.md lists each command as typed in the repository root: quoted where an
   argument has a space ('1406 steps'), with paths relative to the root."""
-  runner = script.Runner(str(tmp_path), [], dry=True)
-  workdir = os.path.join(script.REPO, 'results', 'full', 'runs', 'bn_x5_seed0')
+  runner = command_runner.Runner(str(tmp_path), [], repo_root, dry=True)
+  workdir = os.path.join(repo_root, 'results', 'full', 'runs', 'bn_x5_seed0')
   runner.command('BN-x5', 'scripts/train.py', '--workdir', workdir,
                  '--config.train_for=1406 steps')
   (name, line), = runner.commands
@@ -240,7 +302,7 @@ def test_recorded_commands_paste_into_a_shell_at_the_repo_root(script, tmp_path)
                                'results/full/runs/bn_x5_seed0', '--config.train_for=1406 steps']
 
 
-def test_figure4_outputs_are_reused_only_for_the_same_runs_as_they_are(script, tmp_path):
+def test_figure4_outputs_are_reused_only_for_the_same_runs_as_they_are(tmp_path):
   """A resumed reproduction makes a Figure 4 evaluation again when its output names other
   runs (e.g. left from an earlier plan) or predates a member's final results."""
   runs = [str(tmp_path / name) for name in ('bn_x30_seed0', 'bn_x30_seed1')]
@@ -250,12 +312,12 @@ def test_figure4_outputs_are_reused_only_for_the_same_runs_as_they_are(script, t
       f.write('{}')
     os.utime(Workdir(run).results_file, (1_000, 1_000))
   out = str(tmp_path / 'ensemble.json')
-  assert not script.evaluated(out, runs)
+  assert not figure4.evaluated(out, runs)
   with open(out, 'w', encoding='utf-8') as f:
     json.dump({'rows': [{'workdir': w} for w in runs] + [{'workdir': ''}]}, f)
   os.utime(out, (2_000, 2_000))
-  assert script.evaluated(out, runs)
-  assert not script.evaluated(out, runs[:1])                            # other runs
-  assert not script.evaluated(out, [runs[0], str(tmp_path / 'bn_x30')])
+  assert figure4.evaluated(out, runs)
+  assert not figure4.evaluated(out, runs[:1])                            # other runs
+  assert not figure4.evaluated(out, [runs[0], str(tmp_path / 'bn_x30')])
   os.utime(Workdir(runs[1]).results_file, (3_000, 3_000))                # retrained since
-  assert not script.evaluated(out, runs)
+  assert not figure4.evaluated(out, runs)

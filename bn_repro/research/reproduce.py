@@ -1,8 +1,8 @@
 """The paper's claims at small scale: the plan of runs, their command lines, and the tables
 made from their logs.
 
-`scripts/reproduce.py` runs the plan (each run a recorded command line of the
-project's own scripts, in its own workdir) and writes the tables and plots
+bn_repro/research/plan_runner.py runs the plan (each run a recorded command
+line of the project's own scripts, in its own workdir) and writes the tables
 made here. The compared runs train with several seeds; every number is then
 reported as the mean and the range over seeds.
 """
@@ -53,7 +53,7 @@ FULL = Plan(seeds=(0, 1, 2), mlp_steps=50_000, mlp_eval_every=1000, mlp_probe_ev
             ensemble_crops=(1,))
 
 # The paper's five models (Figure 3) and two negative controls (section 4.2.2):
-# (config name without the dataset prefix, extra flags).
+# (the model of configs/small_scale.py:MODEL,DATASET, extra flags).
 TWINS = {
     'Inception': ('inception', ()),
     'BN-Baseline': ('bn_baseline', ()),
@@ -75,7 +75,6 @@ PAPER_FIGURE3 = {  # the paper's Figure 3: steps to 72.2% and max top-1 on Image
     'BN-x5': ('2.1e6', '73.0%'), 'BN-x30': ('2.7e6', '74.8%'),
     'BN-x5-Sigmoid': ('-', '69.8%'),
 }
-CONFIG_PREFIX = {'fashion_mnist': 'fmnist', 'mnist': 'mnist'}
 # Training-time evaluations of the BN twins: metric prefix -> BN statistics.
 TWIN_EVALS = {'eval': 'ema', 'eval_debiased': 'ema_debiased', 'eval_population': 'population'}
 STATS_LABELS = {'eval': 'EMA', 'eval_debiased': 'debiased EMA', 'eval_population': 'population'}
@@ -113,9 +112,9 @@ def plan_runs(plan: Plan) -> list[Run]:
   return runs
 
 
-def config_file(dataset: str, name: str) -> str:
-  """configs/<prefix>_<name>.py: the twin (or Figure 1 MLP) config of `name` for `dataset`."""
-  return f'configs/{CONFIG_PREFIX[dataset]}_{name}.py'
+def twin_config(dataset: str, model: str) -> str:
+  """--config of the twin (or Figure 1 MLP) `model` on `dataset`: one file, its argument."""
+  return f'configs/small_scale.py:{model},{dataset}'
 
 
 def run_steps(run: Run, plan: Plan) -> int:
@@ -127,7 +126,7 @@ def run_steps(run: Run, plan: Plan) -> int:
 def command(run: Run, plan: Plan, dataset: str, workdir: str) -> list[str]:
   """The script and arguments that train `run` in `workdir`."""
   if run.is_mlp:
-    return ['scripts/ics_probe.py', '--config', config_file(dataset, MLPS[run.model]),
+    return ['scripts/ics_probe.py', '--config', twin_config(dataset, MLPS[run.model]),
             '--workdir', workdir, '--layers', 'hidden3', '--every_steps',
             str(plan.mlp_probe_every), f'--config.train_for={plan.mlp_steps} steps',
             f'--config.hooks.eval.every={plan.mlp_eval_every} steps',
@@ -136,7 +135,7 @@ def command(run: Run, plan: Plan, dataset: str, workdir: str) -> list[str]:
   if run.variant == 'per-replica BN':
     config = PER_REPLICA[run.model]
   every = plan.long_eval_every if run.variant == 'long' else plan.twin_eval_every
-  args = ['--config', config_file(dataset, config), '--workdir', workdir,
+  args = ['--config', twin_config(dataset, config), '--workdir', workdir,
           f'--config.train_for={run_steps(run, plan)} steps', f'--config.seed={run.seed}',
           f'--config.data.eval_split={plan.twin_eval_split}',
           f'--config.hooks.eval.every={every} steps',
@@ -224,6 +223,19 @@ def model_rows(curves: dict[str, list[dict[str, tuple[list, list]]]], target: fl
 
 def _cell(row: dict, metric: str, field: str, fmt: str = '{:.4f}') -> str:
   return row[metric][field].format(fmt) if metric in row else '-'
+
+
+def figure1_markdown(rows: list[dict], target: float) -> str:
+  """The MLPs' table ('' before the MLP without BN has finished)."""
+  if not rows:
+    return ''
+  lines = [f'Target: the MLP without BN\'s best test top-1, {target:.4f} (mean over seeds).',
+           '', '| run | seeds | steps to target | best top-1 | final top-1 |',
+           '|---|---|---|---|---|']
+  for r in rows:
+    lines.append(f'| {r["model"]} | {r["seeds"]} | {r["eval"]["steps"].format("{:.0f}")} '
+                 f'| {r["eval"]["best"].format()} | {r["eval"]["final"].format()} |')
+  return '\n'.join(lines)
 
 
 def figure3_markdown(rows: list[dict], target: float, learning_rates: dict[str, float]) -> str:
