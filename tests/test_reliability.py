@@ -442,21 +442,27 @@ def _limit_file_size():
   signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a write past the limit then fails (EFBIG)
 
 
-def test_a_full_disk_is_one_line(fmnist_data_dir, tmp_path):
-  """On a real, tiny filesystem (a 1.5 MB tmpfs, where this machine lets the tests mount
-  one) the checkpoint is refused before any write; elsewhere, writes fail past a file-size
-  limit instead, and the run still ends with the one line (after what the storage
-  library's own threads print)."""
+def test_a_full_disk_is_one_line_and_the_run_resumes_once_there_is_room(fmnist_data_dir,
+                                                                         tmp_path):
+  """On a real, tiny filesystem (a 3 MB tmpfs, where this machine lets the tests mount one)
+  a checkpoint that no longer fits is refused before its write; after the filesystem grows,
+  the same command resumes from the last checkpoint and finishes. Elsewhere, writes fail
+  past a file-size limit instead, and the run still ends with the one line (after what the
+  storage library's own threads print)."""
   workdir = tmp_path / 'disk'
   workdir.mkdir()
-  mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1536k', 'tmpfs', str(workdir)],
+  mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', str(workdir)],
                            capture_output=True).returncode == 0
+  command = [sys.executable, 'scripts/train.py', '--config', 'configs/tiny.py', '--workdir',
+             str(workdir / 'run'), f'--config.data.data_dir={fmnist_data_dir}',
+             '--config.train_for=12 steps']
   try:
-    out = subprocess.run(
-        [sys.executable, 'scripts/train.py', '--config', 'configs/tiny.py', '--workdir',
-         str(workdir / 'run'), f'--config.data.data_dir={fmnist_data_dir}'], cwd=REPO,
-        capture_output=True, text=True, timeout=300,
-        preexec_fn=None if mounted else _limit_file_size)
+    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
+                         preexec_fn=None if mounted else _limit_file_size)
+    if mounted:
+      subprocess.run(['mount', '-o', 'remount,size=16m', str(workdir)], check=True)
+      resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+      saved = Checkpoints(str(workdir / 'run' / 'checkpoints'), read_only=True).all_steps()
   finally:
     if mounted:
       subprocess.run(['umount', str(workdir)], check=True)
@@ -466,6 +472,9 @@ def test_a_full_disk_is_one_line(fmnist_data_dir, tmp_path):
     assert re.match(r'error: not enough space for a checkpoint in .*MiB needed, .*MiB free; '
                     r'free space, then run again to resume$', message), message
     assert 'Traceback' not in out.stderr
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert re.search(r'Resumed from .*/checkpoints/\d+', resumed.stderr)
+    assert saved[-1] == 12
   else:
     assert re.match(r'error: writing a checkpoint to .* failed .*File too large', message), message
 
