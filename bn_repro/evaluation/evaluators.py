@@ -97,7 +97,8 @@ def evaluate_workdir(workdir: str, spec: EvalSpec, *, step: int | None = None,
                               keep_probs=save_probs or keep_probs)
   record = {
       'workdir': trained.workdir.path, 'name': config.name, 'checkpoint_step': trained.step,
-      'dataset': config.data.dataset, 'split': split, 'statistics': spec.statistics, 'crops': spec.crops,
+      'dataset': config.data.dataset, 'split': split, 'statistics': spec.statistics,
+      'crops': spec.crops,
       'num_classes': config.model.num_classes, **evaluation.result.metrics(prefix=''),
       'population_stats': population_meta,
   }

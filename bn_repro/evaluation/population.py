@@ -38,7 +38,6 @@ from bn_repro.parallel import device_map
 from bn_repro.workdir import Workdir, read_json, write_json_on_process_0
 
 
-
 @dataclasses.dataclass(frozen=True)
 class PopulationStatistics:
   """What Algorithm 2 computed: per BN layer {mean, var} (float32, unbiased variance), the

@@ -29,10 +29,9 @@ from bn_repro import faults, files
 from bn_repro.data import pipeline
 from bn_repro.data.on_device import Augmentation
 from bn_repro.errors import ConfigError, check_choice
-from bn_repro.evaluation import exact, population
+from bn_repro.evaluation import exact, ics_probe, population
 from bn_repro.models.batchnorm import EVAL_STATISTICS
 from bn_repro.parallel import device_map
-from bn_repro.evaluation import ics_probe
 from bn_repro.training import durations
 from bn_repro.training.checkpoints import Checkpoints
 from bn_repro.training.recipes import TrainingRecipe

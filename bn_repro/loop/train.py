@@ -109,7 +109,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   run_dir = Workdir(workdir)
   run_dir.create()
   with run_dir.lock():
-    return _train(config, run_dir, allow_config_change, start_time)
+    changed = _check_identity(run_dir, config, allow_config_change)
+    checkpoints = Checkpoints(run_dir.checkpoint_dir,
+                              keep=checkpoint_options(config.hooks)['keep'])
+    try:
+      return _train(config, run_dir, changed, checkpoints, start_time)
+    except BaseException:
+      # Whatever stops the run, a checkpoint still being written is finished, not abandoned.
+      checkpoints.finish_in_flight_save()
+      raise
 
 
 def _check_identity(run_dir: Workdir, config, allow_change: bool) -> str:
@@ -126,28 +134,13 @@ def _check_identity(run_dir: Workdir, config, allow_change: bool) -> str:
   return difference or ''
 
 
-def _train(config, run_dir: Workdir, allow_config_change: bool, start_time: float) -> dict:
-  changed = _check_identity(run_dir, config, allow_config_change)
+def _train(config, run_dir: Workdir, changed: str, checkpoints: Checkpoints,
+           start_time: float) -> dict:
   source = pipeline.Source(config.data)
   train_data = pipeline.TrainData(source, global_batch=config.global_batch_size, seed=config.seed)
   steps_per_epoch = train_data.steps_per_epoch
   recipe = recipes.for_training(config, steps_per_epoch)
   num_steps = durations.parse('train_for', config.train_for).steps(steps_per_epoch)
-
-  checkpoints = Checkpoints(run_dir.checkpoint_dir,
-                            keep=checkpoint_options(config.hooks)['keep'])
-  try:
-    return _resume_and_run(config, run_dir, changed, source, train_data, recipe, num_steps,
-                           checkpoints, start_time)
-  except BaseException:
-    # Whatever stops the run, a checkpoint still being written is finished, not abandoned.
-    checkpoints.finish_in_flight_save()
-    raise
-
-
-def _resume_and_run(config, run_dir, changed, source, train_data, recipe, num_steps,
-                    checkpoints, start_time) -> dict:
-  steps_per_epoch = train_data.steps_per_epoch
   log_every = durations.parse('log_every', config.log_every).steps(steps_per_epoch)
   check_finite_every = durations.parse('check_finite_every', config.check_finite_every,
                                        allow_zero=True).steps(steps_per_epoch)
