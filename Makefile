@@ -1,17 +1,18 @@
 # `make test` and `make demo` set everything up on a fresh machine, then do their job.
-#   make setup [ACCEL=cpu|cuda12|cuda13|tpu] [PYTHON=python3.12]
-# ACCEL picks the JAX build (requirements-<ACCEL>.txt; cpu: requirements.txt). PYTHON
-# defaults to the first of python3.11, 3.12, 3.13 (or python3 if it is one of them).
+#   make setup [ACCEL=cpu|cuda12|cuda13|tpu] [PYTHON=python3.12] [LOCKED=1]
+# ACCEL picks the JAX build (requirements-<ACCEL>.txt; cpu: requirements.txt). The venv's
+# Python: scripts/make_venv.sh (PYTHON, else the first 3.12, 3.13 or 3.11 found, else
+# Python 3.12 from uv). LOCKED=1 installs the exact transitive versions and hashes of the
+# matching .lock file instead (`make lock` rewrites the locks; needs network and uv).
 ACCEL ?= cpu
 ifeq ($(filter $(ACCEL),cpu cuda12 cuda13 tpu),)
 $(error ACCEL=$(ACCEL): expected cpu, cuda12, cuda13 or tpu)
 endif
-PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do \
-  $$p -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' >/dev/null 2>&1 \
-  && { echo $$p; break; }; done)
 VENV := .venv
 PY := $(VENV)/bin/python
 REQUIREMENTS := $(if $(filter cpu,$(ACCEL)),requirements.txt,requirements-$(ACCEL).txt)
+LOCK = $(REQUIREMENTS:.txt=.lock)
+INSTALL_FROM := $(if $(LOCKED),--require-hashes -r $(LOCK),-r $(REQUIREMENTS))
 STAMP := $(VENV)/.installed-$(ACCEL)
 TEST_STAMP := $(VENV)/.installed-test
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
@@ -24,15 +25,14 @@ TEST_WORKERS ?= 2
 # CPU platform.
 RUN_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=2
 
-.PHONY: setup fashion-mnist test demo reproduce reproduce-quick clean
+.PHONY: setup fashion-mnist test demo reproduce reproduce-quick check-requirements lock clean
 
 setup: $(STAMP) fashion-mnist
 
 $(STAMP): $(REQUIREMENTS) requirements.txt pyproject.toml
-	@test -n "$(PYTHON)" || { echo "no Python 3.11-3.13 found: install one, or pass PYTHON=..."; exit 1; }
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(PY) || PYTHON=$(PYTHON) scripts/make_venv.sh $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r $(REQUIREMENTS)
+	$(PY) -m pip install --quiet $(INSTALL_FROM)
 	$(PY) -m pip install --quiet --no-deps -e . --config-settings editable_mode=compat
 	touch $(STAMP)
 
@@ -64,6 +64,14 @@ reproduce: setup
 
 reproduce-quick: setup
 	$(RUN_ENV) $(PY) scripts/reproduce.py --quick
+
+# Whether every requirement file installs from wheels on Linux x86_64 / aarch64 and macOS
+# arm64, Python 3.11-3.13 (asks PyPI; CI runs it), and rewriting the locks from them.
+check-requirements: $(TEST_STAMP)
+	$(PY) scripts/check_requirements.py
+
+lock: $(TEST_STAMP)
+	$(PY) scripts/check_requirements.py --write_locks
 
 clean:
 	rm -rf $(VENV) .pytest_cache

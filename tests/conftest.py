@@ -3,17 +3,26 @@
 import os
 
 import atexit
+import importlib.metadata
 import shutil
 import tempfile
 
+
+def _jaxlib_version() -> tuple[int, ...]:
+  return tuple(int(part) for part in importlib.metadata.version('jaxlib').split('.')[:2])
+
+
 # 8 simulated devices, and cheaper XLA CPU code generation: tests compile many
 # tiny programs, whose run time barely changes while their compile time drops
-# severalfold (docs/performance.md).
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=8'
-                           ' --xla_backend_optimization_level=0'
-                           ' --xla_cpu_use_fusion_emitters=false'
-                           ' --xla_cpu_enable_concurrency_optimized_scheduler=false').strip()
+# severalfold (docs/performance.md). An unknown flag is fatal to XLA: jaxlib 0.12
+# no longer has the switch for the CPU fusion emitters (it always uses them).
+_CHEAP_CODEGEN = ['--xla_backend_optimization_level=0',
+                  '--xla_cpu_enable_concurrency_optimized_scheduler=false']
+if _jaxlib_version() < (0, 12):
+  _CHEAP_CODEGEN.append('--xla_cpu_use_fusion_emitters=false')
+os.environ['XLA_FLAGS'] = ' '.join([os.environ.get('XLA_FLAGS', ''),
+                                    '--xla_force_host_platform_device_count=8',
+                                    *_CHEAP_CODEGEN]).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Identical programs compiled by different tests (and by the scripts the tests
 # start) are compiled once per session.

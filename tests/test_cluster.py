@@ -218,39 +218,6 @@ def test_a_second_run_reuses_the_compilation_cache(tmp_path):
              for _, err in runs)
 
 
-def _pins(path):
-  pins = {}
-  for line in open(os.path.join(REPO, path)):
-    line = line.split('#')[0].strip()
-    if '==' in line:
-      name, version = line.split('==')
-      pins[name.split('[')[0].strip().lower()] = version.strip()
-  return pins
-
-
-@pytest.mark.parametrize('accel,plugins', [
-    ('cuda12', ['jax-cuda12-plugin', 'jax-cuda12-pjrt']),
-    ('cuda13', ['jax-cuda13-plugin', 'jax-cuda13-pjrt']),
-    ('tpu', ['libtpu'])])
-def test_each_accelerator_install_builds_on_the_cpu_pins(accel, plugins):
-  """`make setup ACCEL=...` installs requirements-<accel>.txt, which adds to the CPU pins
-  the plugins of exactly the pinned jaxlib (a CUDA plugin must equal jaxlib's version)."""
-  base = _pins('requirements.txt')
-  extra = _pins(f'requirements-{accel}.txt')
-  assert open(os.path.join(REPO, f'requirements-{accel}.txt')).read().count(
-      '-r requirements.txt') == 1
-  for plugin in plugins:
-    assert plugin in extra
-    if plugin.startswith('jax-cuda'):
-      assert extra[plugin] == base['jaxlib'] == base['jax']
-  dry = subprocess.run(['make', '-n', 'setup', f'ACCEL={accel}'], cwd=REPO, capture_output=True,
-                       text=True)
-  assert f'pip install --quiet -r requirements-{accel}.txt' in dry.stdout
-  refused = subprocess.run(['make', '-n', 'setup', 'ACCEL=rocm'], cwd=REPO, capture_output=True,
-                           text=True)
-  assert refused.returncode != 0 and 'expected cpu, cuda12, cuda13 or tpu' in refused.stderr
-
-
 def test_the_gpu_benchmark_script_runs_every_variant_and_writes_its_results(tmp_path):
   """scripts/gpu_benchmark.sh end to end on the CPU, with the MLP standing in for
   BN-Inception: every variant's rate, FLOPs (counted when XLA gives none) and a summary."""
