@@ -45,7 +45,7 @@ BUILD_FROM_SOURCE = ('promise',)
 _PIN = re.compile(r'^([A-Za-z0-9_.-]+)(\[[^\]]*\])?==([^\s;]+)\s*(?:;\s*(.*))?$')
 
 
-def _name(name: str) -> str:
+def canonical_name(name: str) -> str:
   return re.sub(r'[-_.]+', '-', name).lower()
 
 
@@ -57,7 +57,7 @@ def direct_pins(path: str) -> list[tuple[str, str, str]]:
     if line.startswith('-r '):
       pins += direct_pins(line[3:].strip())
     elif (match := _PIN.match(line)):
-      pins.append((_name(match.group(1)), match.group(3), (match.group(4) or '').strip()))
+      pins.append((canonical_name(match.group(1)), match.group(3), (match.group(4) or '').strip()))
   return pins
 
 
@@ -91,7 +91,7 @@ def resolve(path: str, platform: str, python: str) -> tuple[dict[str, str] | Non
   resolved = {}
   for line in out.stdout.splitlines():
     if (match := _PIN.match(line.strip())):
-      resolved[_name(match.group(1))] = match.group(3)
+      resolved[canonical_name(match.group(1))] = match.group(3)
   return resolved, ''
 
 

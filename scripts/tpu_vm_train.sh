@@ -1,20 +1,24 @@
 #!/bin/bash
 # Training on a Cloud TPU VM (one host or a pod slice), from your own machine.
 #
-#   scripts/tpu_vm_train.sh [--dry_run] [--keep_restarting] TPU_NAME ZONE CONFIG WORKDIR [train.py flags...]
+#   scripts/tpu_vm_train.sh [--dry_run] [--keep_restarting] [--python PY] TPU_NAME ZONE CONFIG WORKDIR \
+#       [train.py flags...]
 #
 #   scripts/tpu_vm_train.sh my-tpu us-central2-b configs/bn_x30.py gs://bucket/bn_x30 \
 #       --config.global_batch_size=1024 --config.data.data_dir=gs://bucket/tensorflow_datasets
 #
 # What it does, on every worker of the TPU VM:
 #   1. copies this repository's current commit (git archive HEAD) to ~/bn_repro-<commit>,
-#   2. sets it up there with `make setup ACCEL=tpu` (skipped once done),
+#   2. sets it up there with `make setup ACCEL=tpu` (skipped once done): Google's TPU VM images
+#      have Python 3.10, so the set-up gets Python 3.12 with uv (scripts/make_venv.sh), or
+#      uses --python PY (e.g. python3.12 from the deadsnakes PPA),
 #   3. starts training detached (it survives the ssh session), logging to
 #      ~/bn_repro-<commit>/logs/<host>.log, with JAX's multi-host runtime on every worker.
 # Arguments reach train.py exactly as given (each one is quoted for the remote shell).
 # The workdir and the data must be on storage every worker sees (gs://).
 #
 # --dry_run          prints the gcloud commands instead of running them.
+# --python PY        the workers' interpreter for the venv (make setup PYTHON=PY).
 # --keep_restarting  for spot / preemptible TPUs: stays in a loop, and whenever the TPU is
 #                    back in READY without a training process (after a preemption and your
 #                    re-creation, or a maintenance restart), starts training again; it
@@ -26,15 +30,17 @@ set -euo pipefail
 
 DRY_RUN=0
 KEEP_RESTARTING=0
+SETUP_PYTHON=""
 while [[ $# -gt 0 && $1 == --* ]]; do
   case $1 in
     --dry_run) DRY_RUN=1 ;;
     --keep_restarting) KEEP_RESTARTING=1 ;;
+    --python) SETUP_PYTHON=${2:?--python needs an interpreter}; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
-USAGE="usage: scripts/tpu_vm_train.sh [--dry_run] [--keep_restarting] TPU_NAME ZONE CONFIG WORKDIR [flags...]"
+USAGE="usage: scripts/tpu_vm_train.sh [--dry_run] [--keep_restarting] [--python PY] TPU_NAME ZONE CONFIG WORKDIR [flags...]"
 TPU=${1:?$USAGE}
 ZONE=${2:?$USAGE}
 CONFIG=${3:?$USAGE}
@@ -67,7 +73,7 @@ quoted_args() {   # the arguments, each quoted for the remote shell
   echo "$out"
 }
 
-SETUP="set -e; mkdir -p ~/$REMOTE_DIR && tar -xzf ~/$REMOTE_DIR.tar.gz -C ~/$REMOTE_DIR && cd ~/$REMOTE_DIR && mkdir -p logs && (test -x .venv/bin/python || make setup ACCEL=tpu)"
+SETUP="set -e; mkdir -p ~/$REMOTE_DIR && tar -xzf ~/$REMOTE_DIR.tar.gz -C ~/$REMOTE_DIR && cd ~/$REMOTE_DIR && mkdir -p logs && (test -x .venv/bin/python || make setup ACCEL=tpu${SETUP_PYTHON:+ PYTHON=$(printf '%q' "$SETUP_PYTHON")})"
 TRAIN="cd ~/$REMOTE_DIR && BN_REPRO_TPU_POD=1 nohup setsid .venv/bin/python scripts/train.py$(quoted_args --config "$CONFIG" --workdir "$WORKDIR" "$@") > logs/\$(hostname).log 2>&1 < /dev/null &"
 
 launch() {

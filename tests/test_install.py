@@ -44,7 +44,7 @@ def _lock_entries(path):
       continue
     requirement, _, marker = first.partition(';')
     name, version = requirement.strip().split('==')
-    entries.append((check_requirements._name(name.split('[')[0]), version.strip(),  # noqa: SLF001
+    entries.append((check_requirements.canonical_name(name.split('[')[0]), version.strip(),
                     marker.strip(), re.findall(r'--hash=sha256:[0-9a-f]{64}', block)))
   return entries
 
@@ -72,7 +72,7 @@ def test_pyproject_ranges_admit_the_pins():
   ranges = [Requirement(text) for text in project['dependencies']]
   for machine in MACHINES:
     pins = _pins_on('requirements.txt', machine)
-    declared = {check_requirements._name(r.name): r for r in ranges  # noqa: SLF001
+    declared = {check_requirements.canonical_name(r.name): r for r in ranges
                 if r.marker is None or r.marker.evaluate(machine)}
     assert set(declared) == set(pins), machine
     for name, version in pins.items():
@@ -281,3 +281,12 @@ fi''')
   assert calls[-1] == ('venv-python scripts/train.py --config configs/bn_x30.py --workdir '
                        'gs://bucket/run --config.seed=3')
   assert os.path.isdir(os.path.join(home, f'bn_repro-{commit}', 'logs'))
+
+
+def test_the_tpu_script_passes_an_interpreter_to_the_workers_set_up():
+  out = subprocess.run(['bash', 'scripts/tpu_vm_train.sh', '--dry_run', '--python', 'python3.12',
+                        'my-tpu', 'zone', 'configs/bn_x30.py', 'gs://bucket/run'], cwd=REPO,
+                       env=dict(os.environ, BN_REPRO_ALLOW_DIRTY='1'), capture_output=True,
+                       text=True, timeout=60)
+  assert out.returncode == 0, out.stderr
+  assert r'make\ setup\ ACCEL=tpu\ PYTHON=python3.12\)' in out.stdout
