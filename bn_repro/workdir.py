@@ -23,11 +23,13 @@ that is damaged anyway is a one-line error naming it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
 import socket
 import time
+import uuid
 
 import ml_collections
 from absl import logging
@@ -106,20 +108,135 @@ def process_start_time(pid: int) -> int | None:
   return int(stat[stat.rindex(')') + 2:].split()[19])
 
 
-def _holder_alive(holder: dict, host: str) -> bool:
-  """Whether the lock's holder may still be running: on another host it is assumed so; on
-  this host its PID must be alive and, when the lock recorded it, started at the same time."""
-  if holder.get('host') != host:
-    return True
+def _process_gone(holder: dict) -> bool:
+  """Whether the holder's process (on this host) is gone: its PID is dead or, when the lock
+  recorded it, now names a process started at another time (a reused PID)."""
   pid = int(holder.get('pid', -1))
   if pid <= 0 or not _pid_alive(pid):
-    return False
+    return True
   recorded = holder.get('process_start')
-  return recorded is None or process_start_time(pid) in (None, recorded)
+  return recorded is not None and process_start_time(pid) not in (None, recorded)
 
 
 # A lock file that cannot be read is taken for one being written only while it is this young.
 _UNREADABLE_LOCK_GRACE_SECONDS = 3.0
+# A lock whose heartbeat is older than this is taken over, from any host and any job. A
+# healthy run rewrites its heartbeat at least every HEARTBEAT_EVERY_SECONDS, except while
+# one stretch of work lasts longer: start-up (restoring a checkpoint, opening the data,
+# building a small dataset once, compiling the steps) or one step with its hooks (an
+# evaluation of ImageNet's 50,000 validation images, population statistics, a checkpoint
+# write), a few minutes at most on the slowest accelerator bn_repro supports. 30 minutes
+# is well above that; BN_REPRO_LOCK_STALE_MINUTES sets another limit.
+LOCK_STALE_AFTER_MINUTES = 30.0
+# The heartbeat is rewritten at most this often (one small write; gs://: one object upload).
+HEARTBEAT_EVERY_SECONDS = 60.0
+
+
+def lock_stale_after_seconds() -> float:
+  """LOCK_STALE_AFTER_MINUTES, or BN_REPRO_LOCK_STALE_MINUTES when set, in seconds."""
+  text = os.environ.get('BN_REPRO_LOCK_STALE_MINUTES')
+  if not text:
+    return LOCK_STALE_AFTER_MINUTES * 60
+  try:
+    minutes = float(text)
+  except ValueError:
+    minutes = -1
+  if not minutes > 0:
+    raise UserError(f'BN_REPRO_LOCK_STALE_MINUTES={text!r} must be a number of minutes > 0')
+  return minutes * 60
+
+
+def run_identity() -> dict:
+  """What this process belongs to, as the lock records it: {'job': ...} of the launcher
+  (BN_REPRO_RUN_ID, which scripts/tpu_vm_train.sh sets from the TPU's name and the workdir,
+  else the Slurm job: an array task is <array job>_<task>, as squeue shows it), with
+  'restart' (SLURM_RESTART_COUNT: how often Slurm requeued the job) for Slurm; {} outside."""
+  if os.environ.get('BN_REPRO_RUN_ID'):
+    return {'job': f'run {os.environ["BN_REPRO_RUN_ID"]}'}
+  if not os.environ.get('SLURM_JOB_ID'):
+    return {}
+  array, task = os.environ.get('SLURM_ARRAY_JOB_ID'), os.environ.get('SLURM_ARRAY_TASK_ID')
+  job = f'{array}_{task}' if array and task else os.environ['SLURM_JOB_ID']
+  return {'job': f'Slurm job {job}', 'restart': _count(os.environ.get('SLURM_RESTART_COUNT'))}
+
+
+def _count(value) -> int:
+  try:
+    return int(value or 0)
+  except (TypeError, ValueError):
+    return 0
+
+
+def _now() -> datetime.datetime:
+  return datetime.datetime.now().astimezone()
+
+
+def _timestamp() -> str:
+  return _now().isoformat(timespec='seconds')
+
+
+def _heartbeat_age(holder: dict) -> float | None:
+  """Seconds since the holder's last heartbeat, None if it has none (an older lock)."""
+  try:
+    beat = datetime.datetime.fromisoformat(holder['heartbeat'])
+  except (KeyError, TypeError, ValueError):
+    return None
+  return (_now() - (beat if beat.tzinfo else beat.astimezone())).total_seconds()
+
+
+def _minutes(seconds: float) -> str:
+  return f'{seconds / 60:.0f} min' if seconds >= 60 else f'{seconds:.0f} s'
+
+
+def _takeover_reason(holder: dict, owner: dict, stale_after: float) -> str | None:
+  """Why the holder's lock can be taken over by `owner` (in words), None if it cannot."""
+  if holder.get('host') == owner['host']:
+    if _process_gone(holder):
+      return f'its process {holder.get("pid")} on this host is gone'
+  elif holder.get('job') and holder.get('job') == owner.get('job'):
+    if 'restart' not in owner:
+      return f'it was left on {holder.get("host")} by this same {owner["job"]}, started again'
+    if owner['restart'] > _count(holder.get('restart')):
+      return (f'it was left on {holder.get("host")} by this same {owner["job"]} before Slurm '
+              f'requeued it (restart {_count(holder.get("restart"))} -> {owner["restart"]})')
+  age = _heartbeat_age(holder)
+  if age is not None and age > stale_after:
+    return f'its last heartbeat is {_minutes(age)} old (more than {_minutes(stale_after)})'
+  return None
+
+
+def _describe(holder: dict) -> str:
+  age = _heartbeat_age(holder)
+  return (f'process {holder.get("pid", "?")} on {holder.get("host", "?")} '
+          f'({holder.get("job") or "no Slurm job or run id"}) since {holder.get("since", "?")}, '
+          f'last heartbeat {holder.get("heartbeat", "none")}'
+          + (f' ({_minutes(max(age, 0))} ago)' if age is not None else ''))
+
+
+def _parse_lock(text: str, *, strict: bool = False) -> dict | None:
+  """The record of a lock file; if it is not one, None (strict: a ValueError saying why)."""
+  try:
+    holder = json.loads(text)
+    if not isinstance(holder, dict):
+      raise ValueError('not a JSON object')
+    int(holder.get('pid', -1))
+    return holder
+  except (ValueError, TypeError) as e:
+    if strict:
+      raise ValueError(str(e)) from e
+    return None
+
+
+class LockLost(UserError):
+  """Another run took over the lock of the workdir this run trains in."""
+
+
+@dataclasses.dataclass
+class _HeldLock:
+  path: str
+  text: str            # what this process last wrote there
+  version: object      # its version (files.read_versioned)
+  written: float       # when (time.monotonic)
 
 
 class Workdir:
@@ -127,6 +244,7 @@ class Workdir:
 
   def __init__(self, path: str):
     self.path = files.absolute(path)
+    self._held = None   # the lock, while this process holds it
 
   def __str__(self) -> str:
     return self.path
@@ -257,46 +375,90 @@ class Workdir:
 
   @contextlib.contextmanager
   def lock(self):
-    """Held while a training run works here; another run on the same workdir is refused.
-    Taken over: a lock left by a dead process on this host (recognised by its PID and start
-    time, so a reused PID does not count), and a lock file that cannot be read (written
-    half by a crash), with a warning."""
+    """Held while a training run works here (process 0 takes it); another run is refused in
+    one line. <workdir>/.lock records the holder: pid, host, process start time, its job
+    (run_identity), since, and a heartbeat that heartbeat() rewrites while it trains. Taken
+    over, with a warning saying why: a lock of a dead process on this host (a reused PID
+    does not count); one left on another host by this same run (BN_REPRO_RUN_ID) or Slurm
+    job since requeued; one whose heartbeat is older than lock_stale_after_seconds(); one
+    that cannot be read (written half by a crash) after a grace. Taking it is one atomic
+    create, taking it over one atomic replace of the version read (gs://: generation
+    preconditions), so of two runs starting at once one wins."""
     if device_map.process_index() != 0:
       yield
       return
     path = self.file(LOCK_FILE)
+    since = _timestamp()
     owner = {'pid': os.getpid(), 'host': socket.gethostname(),
-             'process_start': process_start_time(os.getpid()),
-             'since': datetime.datetime.now().isoformat(timespec='seconds')}
+             'process_start': process_start_time(os.getpid()), **run_identity(),
+             'since': since, 'heartbeat': since, 'token': uuid.uuid4().hex}
+    text = json.dumps(owner)
+    version = self._acquire(path, owner, text)
+    self._held = _HeldLock(path, text, version, time.monotonic())
+    try:
+      yield
+    finally:
+      held, self._held = self._held, None
+      files.remove_if_unchanged(path, held.version)   # not the lock of a run that took over
+
+  def _acquire(self, path: str, owner: dict, text: str):
+    """Takes the lock (see lock()); its version."""
+    stale_after = lock_stale_after_seconds()
     first_unreadable = None
-    while not _create_exclusive(path, json.dumps(owner)):
+    while True:
+      version = files.create_exclusive(path, text)
+      if version is not None:
+        return version
       try:
-        holder = json.loads(files.read_text(path))
-        if not isinstance(holder, dict):
-          raise ValueError('not a JSON object')
-        int(holder.get('pid', -1))
+        current, version = files.read_versioned(path)
       except FileNotFoundError:
         continue             # released meanwhile: try again
-      except (ValueError, TypeError, UnicodeDecodeError) as e:
+      if current == text:    # our create, whose answer was lost and retried
+        return version
+      try:
+        holder = _parse_lock(current, strict=True)
+      except ValueError as e:
         # Maybe another run created it a moment ago and is writing it: wait that long.
         first_unreadable = first_unreadable or time.monotonic()
         if time.monotonic() - first_unreadable < _UNREADABLE_LOCK_GRACE_SECONDS:
           time.sleep(0.5)
           continue
-        logging.warning('%s cannot be read (%s): taking it over as stale', path, e)
-        files.remove(path)
-        continue
-      if not _holder_alive(holder, owner['host']):
-        files.remove(path)   # left by a process that died
-        continue
-      raise UserError(
-          f'{self.path} is in use by process {holder.get("pid", "?")} on '
-          f'{holder.get("host", "?")} since {holder.get("since", "?")}; wait for it to '
-          f'finish, or delete {path} if that process is gone')
-    try:
-      yield
-    finally:
-      files.remove(path)
+        reason = f'it cannot be read ({e})'
+      else:
+        reason = _takeover_reason(holder, owner, stale_after)
+        if reason is None:
+          raise UserError(
+              f'{self.path} is in use by {_describe(holder)}: wait for it to finish or use '
+              f'another --workdir; if that run is gone, delete {path} (it is also taken '
+              f'over once its heartbeat is {_minutes(stale_after)} old)')
+      taken = files.replace_if_unchanged(path, text, version)
+      if taken is not None:
+        logging.warning('%s: %s: taking it over (it held %s)', path, reason,
+                        current.strip()[:300] or 'nothing')
+        return taken
+      # Changed since it was read, or another run is replacing it: look again.
+      time.sleep(0.05)
+
+  def heartbeat(self) -> None:
+    """Rewrites the heartbeat of the lock this process holds, at most every
+    HEARTBEAT_EVERY_SECONDS (a no-op without the lock: other processes). Raises LockLost if
+    another run took the lock over: this one then stops, so that only one trains here."""
+    held = self._held
+    if held is None or time.monotonic() - held.written < HEARTBEAT_EVERY_SECONDS:
+      return
+    text = json.dumps(dict(json.loads(held.text), heartbeat=_timestamp()))
+    version = files.rewrite_if_unchanged(held.path, text, held.version)
+    if version is None:
+      try:
+        current, version = files.read_versioned(held.path)
+      except FileNotFoundError:
+        current = None
+      if current != text:    # not our own write (answered late and retried)
+        holder = _parse_lock(current) if current is not None else None
+        holder = _describe(holder) if holder else 'the lock file is gone or unreadable'
+        raise LockLost(f'{self.path}: another run took over the lock ({holder}); this run '
+                       'stops so that only one trains there')
+    self._held = _HeldLock(held.path, text, version, time.monotonic())
 
 
 def _step_of(line: str) -> int | None:
@@ -304,20 +466,3 @@ def _step_of(line: str) -> int | None:
     return int(json.loads(line)['step'])
   except (ValueError, KeyError, TypeError):
     return None
-
-
-def _create_exclusive(path: str, text: str) -> bool:
-  """Creates `path` with `text` unless it exists (atomic locally; on cloud storage a check
-  and a write, which two runs starting in the same second could both pass)."""
-  if files.is_remote(path):
-    if files.exists(path):
-      return False
-    files.write_text(path, text)
-    return True
-  try:
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-  except FileExistsError:
-    return False
-  with os.fdopen(fd, 'w', encoding='utf-8') as f:
-    f.write(text)
-  return True

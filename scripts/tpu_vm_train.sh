@@ -74,7 +74,7 @@ quoted_args() {   # the arguments, each quoted for the remote shell
 }
 
 SETUP="set -e; mkdir -p ~/$REMOTE_DIR && tar -xzf ~/$REMOTE_DIR.tar.gz -C ~/$REMOTE_DIR && cd ~/$REMOTE_DIR && mkdir -p logs && (test -x .venv/bin/python || make setup ACCEL=tpu${SETUP_PYTHON:+ PYTHON=$(printf '%q' "$SETUP_PYTHON")})"
-TRAIN="cd ~/$REMOTE_DIR && BN_REPRO_TPU_POD=1 nohup setsid .venv/bin/python scripts/train.py$(quoted_args --config "$CONFIG" --workdir "$WORKDIR" "$@") > logs/\$(hostname).log 2>&1 < /dev/null &"
+TRAIN="cd ~/$REMOTE_DIR && BN_REPRO_TPU_POD=1 BN_REPRO_RUN_ID=$(printf '%q' "tpu-vm $ZONE/$TPU $WORKDIR") nohup setsid .venv/bin/python scripts/train.py$(quoted_args --config "$CONFIG" --workdir "$WORKDIR" "$@") > logs/\$(hostname).log 2>&1 < /dev/null &"
 
 launch() {
   run git archive --format=tar.gz --output="$ARCHIVE" HEAD

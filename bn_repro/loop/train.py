@@ -225,6 +225,7 @@ def _train(config, run_dir: Workdir, changed: str, checkpoints: Checkpoints,
       outputs.update(hook(step, state, outputs))
     if outputs:
       writer.write_scalars(step, outputs)
+    run_dir.heartbeat()   # after each step's work: a fresh heartbeat says this run is alive
     return outputs
 
   with signals.catching():
