@@ -1,5 +1,6 @@
-"""A whole chain on a gs:// workdir, against an offline Cloud Storage emulator
-(tests/gcs_emulator.py): train, resume, population statistics, evaluation, ensemble.
+"""Whole chains on gs:// paths, against an offline Cloud Storage emulator
+(tests/gcs_emulator.py): train, resume, population statistics, evaluation, ensemble on a
+gs:// workdir; a dataset built into a gs:// data_dir, and the ICS probe with its plots.
 
 Every client goes the way it goes on Google Cloud: the workdir's files through
 etils.epath and TensorFlow's GCS client, TensorBoard through TensorFlow,
@@ -7,15 +8,19 @@ checkpoints through orbax's tensorstore. Nothing may land on the local disk
 (os.path.abspath('gs://b/x') is './gs:/b/x').
 """
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.parse
 import urllib.request
 
 import pytest
+
+from bn_repro.data import datasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = 'bn-repro-test'
@@ -99,3 +104,42 @@ def test_train_resume_population_evaluate_ensemble_on_a_gs_workdir(gcs, fmnist_d
   assert json.loads(evaluated.stdout.strip().splitlines()[-1])['top1_error'] == \
       pytest.approx(record['top1_error'])
   assert os.listdir(cwd) == [] and not os.path.exists(os.path.join(REPO, 'gs:'))
+
+
+class _Builder:
+  """What the dataset-preparation lock sees of a tfds builder."""
+  name = 'local_fashion_mnist'
+  _data_dir_root = f'gs://{BUCKET}/tfds'
+
+  def __init__(self):
+    self.prepared = 0
+
+  def download_and_prepare(self):
+    self.prepared += 1
+
+
+def test_preparing_into_a_gs_data_dir_locks_a_local_file_outside_the_working_folder(
+    tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  builder = _Builder()
+  datasets._prepare_on_process_zero(builder)     # noqa: SLF001
+  assert builder.prepared == 1
+  assert os.listdir(tmp_path) == []              # no './gs:/bn-repro-test/tfds/.lock'
+  lock = datasets._prepare_lock_file(builder)    # noqa: SLF001
+  assert lock.startswith(tempfile.gettempdir() + os.sep) and os.path.exists(lock)
+  with datasets._locked(lock):                   # noqa: SLF001
+    refused = []
+
+    def try_lock():   # another run on this machine (its own open file) must wait its turn
+      fd = os.open(lock, os.O_RDONLY)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        refused.append(True)
+      finally:
+        os.close(fd)
+
+    thread = threading.Thread(target=try_lock)
+    thread.start()
+    thread.join()
+  assert refused == [True]

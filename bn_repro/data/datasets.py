@@ -11,16 +11,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import math
 import os
+import tempfile
 from typing import Any
 
 import tensorflow_datasets as tfds
 from absl import logging
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
+from bn_repro import files
 from bn_repro.parallel import device_map
 from bn_repro.errors import DataError
 from bn_repro.data import resized
@@ -86,15 +90,40 @@ def _is_readable(builder) -> bool:
     return False
 
 
+def _prepare_lock_file(builder) -> str:
+  """The file separate runs preparing `builder` lock: next to a local data_dir; for a
+  gs:// one (an object cannot be locked) a file in this machine's temp folder, named
+  after the remote folder."""
+  root = builder._data_dir_root  # noqa: SLF001 (tfds has no public name for it)
+  if not files.is_remote(root):
+    files.make_dirs(root)
+    return files.join(root, f'.{builder.name}.prepare.lock')
+  key = hashlib.sha256(files.join(root, builder.name).encode()).hexdigest()[:16]
+  return os.path.join(tempfile.gettempdir(), f'bn_repro_prepare_{builder.name}_{key}.lock')
+
+
+@contextlib.contextmanager
+def _locked(path: str):
+  """Holds an exclusive lock on the local file `path` (created if missing)."""
+  try:
+    fd = os.open(path, os.O_RDONLY)    # another user's file in /tmp: O_CREAT would be refused
+  except FileNotFoundError:
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    yield
+  finally:
+    os.close(fd)
+
+
 def _prepare_on_process_zero(builder, **kwargs):
   """Prepares the dataset once, however many processes or runs start at the same time:
   processes of one run wait for process 0; separate runs on this machine take turns
-  (a lock file next to the data) and the later ones find it prepared."""
+  (a lock file) and the later ones find it prepared. Runs on other machines preparing
+  the same gs:// data_dir at the same time are not held back: prepare it once first
+  (scripts/prepare_data.py)."""
   if device_map.process_index() == 0:
-    lock_dir = builder._data_dir_root  # noqa: SLF001 (tfds has no public name for it)
-    os.makedirs(lock_dir, exist_ok=True)
-    with open(os.path.join(lock_dir, f'.{builder.name}.prepare.lock'), 'w') as lock:
-      fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(_prepare_lock_file(builder)):
       builder.download_and_prepare(**kwargs)   # does nothing if a turn before prepared it
   device_map.sync_processes(f'prepared {builder.name}')
 
