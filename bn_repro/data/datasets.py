@@ -4,7 +4,8 @@
   downloads by hand (tfds's "manual_dir"); `scripts/prepare_data.py` prepares it.
 - fashion_mnist / mnist: tfds's own prepared dataset when it is there (or may
   be downloaded, `data.download=True`); otherwise a tfds dataset built once from
-  local IDX .gz files, e.g. Debian's package dataset-fashion-mnist. Debian's
+  local IDX .gz files (as many images as their headers say), e.g. Debian's package
+  dataset-fashion-mnist, into a local or gs:// data_dir. Debian's
   files differ from upstream in their gzip headers, so tfds's registered
   download checksums fail on them; the local builder reads them directly.
 """
@@ -14,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import gzip
 import hashlib
 import math
 import os
+import struct
 import tempfile
 from typing import Any
 
@@ -39,14 +42,20 @@ IDX_FILES = {
 }
 
 
+def _idx_count(path) -> int:
+  """The number of items an IDX .gz file holds, from its header (magic, count)."""
+  with gzip.open(path, 'rb') as f:
+    return struct.unpack('>II', f.read(8))[1]
+
+
 def _local_split_generators(builder, dl_manager):
-  paths = dl_manager.extract(
-      {k: os.path.join(builder.local_dir, v) for k, v in IDX_FILES.items()})
+  local = {k: os.path.join(builder.local_dir, v) for k, v in IDX_FILES.items()}
+  paths = dl_manager.extract(local)
   return [
-      tfds.core.SplitGenerator(name=name, gen_kwargs=dict(
-          num_examples=count, data_path=paths[f'{prefix}_data'],
-          label_path=paths[f'{prefix}_labels']))
-      for name, prefix, count in (('train', 'train', 60_000), ('test', 'test', 10_000))]
+      tfds.core.SplitGenerator(name=split, gen_kwargs=dict(
+          num_examples=_idx_count(local[f'{split}_labels']), data_path=paths[f'{split}_data'],
+          label_path=paths[f'{split}_labels']))
+      for split in ('train', 'test')]
 
 
 class LocalFashionMnist(tfds_mnist.FashionMNIST):
@@ -151,7 +160,8 @@ def get_builder(data_config):
     return builder
 
   if name == 'imagenet2012':
-    manual_dir = data_config.manual_dir or os.path.join(builder._data_dir_root, 'downloads', 'manual')
+    manual_dir = data_config.manual_dir or files.join(builder._data_dir_root, 'downloads',
+                                                      'manual')
     raise DataError(
         f'imagenet2012 is not prepared in {builder._data_dir_root}: put '
         f'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in {manual_dir} and run '
