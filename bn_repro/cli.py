@@ -6,11 +6,16 @@ read-only disk, a workdir in use) ends the script with one line on stderr,
 stopped by SIGTERM after saving exits 0, by Ctrl-C (SIGINT) 130. However a script
 ends, its process ends: a library thread that would keep it alive is cut off after
 EXIT_GRACE_SECONDS.
+
+`--help` (or -h; --helpfull for every flag) lists the script's flags and the shared ones
+below, and exits 0 before the script imports TensorFlow and JAX: each script calls
+answer_help() after defining its flags, then imports the rest.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import sys
 import threading
@@ -47,7 +52,6 @@ for _logger in ('absl', 'asyncio'):
   logging.getLogger(_logger).addFilter(_not_library_chatter)
 
 from bn_repro.errors import Interrupted, UserError  # noqa: E402
-from bn_repro.parallel import distributed  # noqa: E402
 
 flags.DEFINE_bool('verbose', False, 'Show the traceback of errors, not only their one line.')
 # Start-up (parallel/distributed.py reads none of these; start() passes their values).
@@ -69,6 +73,43 @@ def define_allow_config_change() -> None:
   flags.DEFINE_bool('allow_config_change', False,
                     'Continue a workdir whose config trains something else (a changed model, '
                     'optimizer, data or seed); the old config goes to its config history.')
+
+
+# evaluation.evaluators.STATISTICS (tests/test_help.py checks), here for the --statistics flags:
+# importing evaluators loads JAX and TensorFlow, which --help does without.
+EVAL_STATISTICS = ('ema', 'ema_debiased', 'population')
+_SHORT_HELP = {'-h', '-?', '--?', '-help', '--help', '-helpshort', '--helpshort'}
+_FULL_HELP = {'-helpfull', '--helpfull'}
+
+
+def _list_shared_flags_in_help() -> None:
+  """Makes the flags defined here key flags of the script, so that --help lists them with
+  its own (absl lists only a script's own flags, and the rest under --helpfull)."""
+  for flag in flags.FLAGS.get_flags_for_module(__name__):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+def answer_help(argv: list[str] | None = None) -> None:
+  """If the command line asks for help, prints it and exits 0. A script calls this after
+  defining its flags and before its other imports, which take seconds (TensorFlow, JAX)."""
+  argv = sys.argv if argv is None else argv
+  args = set(argv[1:argv.index('--')] if '--' in argv else argv[1:])
+  if not args & (_SHORT_HELP | _FULL_HELP):
+    return
+  app.define_help_flags()        # --helpfull lists them, as absl's own help does
+  _list_shared_flags_in_help()
+  full = bool(args & _FULL_HELP)
+  app.usage(shorthelp=not full, writeto_stdout=True)
+  if not full:
+    print('\nTry --helpfull to get a list of all flags.')
+  _exit(0)
+
+
+def _distributed():
+  """bn_repro.parallel.distributed, imported when a script starts rather than with this
+  module: it imports JAX (seconds), and answer_help() runs first. The package's one import
+  inside a function, by importlib (tests/test_structure.py forbids import statements there)."""
+  return importlib.import_module('bn_repro.parallel.distributed')
 
 EXIT_USER_ERROR = 2
 EXIT_SIGINT = 130
@@ -131,6 +172,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def start(main) -> None:
   """absl's app.run with the error handling above: joins the other processes of a
   multi-process run, then runs main(argv)."""
+  _list_shared_flags_in_help()
+  distributed = _distributed()
 
   def guarded(argv):
     try:

@@ -15,9 +15,6 @@ from absl import flags
 from ml_collections import config_flags
 
 from bn_repro import cli
-from bn_repro.benchmarks import steps, timing
-from bn_repro.parallel import device_map
-from bn_repro.workdir import write_json_on_process_0
 
 config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 flags.DEFINE_list('parts', '1,2,3,4,5,6', 'Which measurements to run.')
@@ -28,6 +25,11 @@ flags.DEFINE_integer('loop_steps', 300, 'Steps of the full-loop run (part 2).')
 flags.DEFINE_integer('pipeline_batch', 128, 'Batch of the input-pipeline comparison (part 3).')
 flags.DEFINE_string('output', None, 'JSON file for the results.')
 flags.mark_flags_as_required(['config'])
+cli.answer_help()   # before the imports below, which load TensorFlow and JAX (seconds)
+
+from bn_repro.benchmarks import steps, timing  # noqa: E402
+from bn_repro.parallel import device_map  # noqa: E402
+from bn_repro.workdir import write_json_on_process_0  # noqa: E402
 
 
 def main(argv):

@@ -10,13 +10,15 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from bn_repro import cli
-from bn_repro.evaluation import checkpoint_population, evaluators
-from bn_repro.loop.train import train_and_evaluate
 
 config_flags.DEFINE_config_file('config', 'configs/demo.py', 'Config file.', lock_config=True)
 flags.DEFINE_string('workdir', 'workdirs/demo', 'Directory for checkpoints and results.')
 flags.DEFINE_integer('population_batches', 100, 'Training batches for population statistics.')
 cli.define_allow_config_change()
+cli.answer_help()   # before the imports below, which load TensorFlow and JAX (seconds)
+
+from bn_repro.evaluation import checkpoint_population, evaluators  # noqa: E402
+from bn_repro.loop.train import train_and_evaluate  # noqa: E402
 
 
 def main(argv):

@@ -6,16 +6,19 @@
 from absl import flags
 
 from bn_repro import cli
-from bn_repro.evaluation import ensemble, evaluators
-from bn_repro.workdir import write_json_on_process_0
 
 flags.DEFINE_list('workdirs', None, 'Training workdirs of the members.')
-flags.DEFINE_enum('statistics', 'population', evaluators.STATISTICS, 'BN statistics to normalize with.')
+flags.DEFINE_enum('statistics', 'population', cli.EVAL_STATISTICS,
+                  'BN statistics to normalize with.')
 flags.DEFINE_enum('crops', '1', ['1', '10', '144'], 'Crops per image.')
 flags.DEFINE_string('split', None, 'tfds split (default: the members\' eval split).')
 flags.DEFINE_integer('batch_size', None, 'Global batch of images (default: from the config).')
 flags.DEFINE_string('output', None, 'JSON file for the table (default: none).')
 flags.mark_flags_as_required(['workdirs'])
+cli.answer_help()   # before the imports below, which load TensorFlow and JAX (seconds)
+
+from bn_repro.evaluation import ensemble, evaluators  # noqa: E402
+from bn_repro.workdir import write_json_on_process_0  # noqa: E402
 
 
 def main(argv):

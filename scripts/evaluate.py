@@ -9,16 +9,19 @@ import json
 from absl import flags
 
 from bn_repro import cli
-from bn_repro.evaluation import evaluators
 
 flags.DEFINE_string('workdir', None, 'Training workdir.')
-flags.DEFINE_enum('statistics', 'population', evaluators.STATISTICS, 'BN statistics to normalize with.')
+flags.DEFINE_enum('statistics', 'population', cli.EVAL_STATISTICS,
+                  'BN statistics to normalize with.')
 flags.DEFINE_enum('crops', '1', ['1', '10', '144'], 'Crops per image.')
 flags.DEFINE_string('split', None, 'tfds split (default: the config\'s eval split).')
 flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
 flags.DEFINE_integer('batch_size', None, 'Global batch of images (default: from the config).')
 flags.DEFINE_bool('save_probs', False, 'Save per-example class probabilities for ensembling.')
 flags.mark_flags_as_required(['workdir'])
+cli.answer_help()   # before the imports below, which load TensorFlow and JAX (seconds)
+
+from bn_repro.evaluation import evaluators  # noqa: E402
 
 
 def main(argv):

@@ -9,15 +9,10 @@ layer and per-channel means and variances, drift between records); plots to
 An unknown layer name lists the layers that can be probed.
 """
 
-
 from absl import flags
 from ml_collections import config_flags
 
 from bn_repro import cli
-from bn_repro.evaluation import ics_probe
-from bn_repro.research import plots
-from bn_repro.loop.train import train_and_evaluate
-from bn_repro.workdir import Workdir
 
 config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and probe records.')
@@ -27,6 +22,12 @@ flags.DEFINE_integer('unit', 0, 'The unit (channel) whose percentiles are record
 flags.DEFINE_bool('plots', True, 'Write the plots after training.')
 cli.define_allow_config_change()
 flags.mark_flags_as_required(['config', 'workdir', 'layers'])
+cli.answer_help()   # before the imports below, which load TensorFlow and JAX (seconds)
+
+from bn_repro.evaluation import ics_probe  # noqa: E402
+from bn_repro.research import plots  # noqa: E402
+from bn_repro.loop.train import train_and_evaluate  # noqa: E402
+from bn_repro.workdir import Workdir  # noqa: E402
 
 
 def main(argv):

@@ -9,11 +9,13 @@ from ml_collections import config_flags
 
 from bn_repro import cli
 from bn_repro.data.specs import image_shape
-from bn_repro.models import abstract_variables, build_model
-from bn_repro.models import summary
 
 config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 flags.mark_flags_as_required(['config'])
+cli.answer_help()   # before the imports below, which load TensorFlow and JAX (seconds)
+
+from bn_repro.models import abstract_variables, build_model  # noqa: E402
+from bn_repro.models import summary  # noqa: E402
 
 
 def main(argv):

@@ -7,7 +7,6 @@
 from absl import flags
 
 from bn_repro import cli
-from bn_repro.evaluation import checkpoint_population
 
 flags.DEFINE_string('workdir', None, 'Training workdir.')
 flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
@@ -16,6 +15,9 @@ flags.DEFINE_integer('batch_size', None, 'Global mini-batch size (default: the t
 flags.DEFINE_integer('seed', 0, 'Seed of the training-data order and augmentation.')
 flags.DEFINE_bool('time_eval_pass', False, 'Also time an eval pass over the same batches.')
 flags.mark_flags_as_required(['workdir'])
+cli.answer_help()   # before the imports below, which load TensorFlow and JAX (seconds)
+
+from bn_repro.evaluation import checkpoint_population  # noqa: E402
 
 
 def main(argv):

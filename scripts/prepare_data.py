@@ -11,12 +11,11 @@
 """
 
 import ml_collections
-import tensorflow_datasets as tfds
 from absl import flags, logging
 
 from bn_repro import cli
+from bn_repro.data import specs
 from bn_repro.errors import UserError
-from bn_repro.data import datasets, specs
 
 flags.DEFINE_enum('dataset', None, list(specs.DATASETS), 'Dataset to prepare.')
 flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: tfds\'s).')
@@ -26,6 +25,10 @@ flags.DEFINE_bool('download', False, 'Let tfds download the dataset.')
 flags.DEFINE_integer('shorter_side', 0, 'imagenet2012: also write a copy with every shorter side '
                      'at most this (256, 288, 320 or 352), from the prepared imagenet2012.')
 flags.mark_flags_as_required(['dataset'])
+cli.answer_help()   # before the imports below, which load TensorFlow and JAX (seconds)
+
+import tensorflow_datasets as tfds  # noqa: E402
+from bn_repro.data import datasets  # noqa: E402
 
 
 def main(argv):

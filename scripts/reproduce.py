@@ -18,8 +18,6 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from bn_repro.research import plan_runner  # noqa: E402
-
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
@@ -34,6 +32,7 @@ def main():
   parser.add_argument('--tables_only', action='store_true',
                       help='run nothing: tables and plots from the runs finished so far')
   args = parser.parse_args()
+  from bn_repro.research import plan_runner  # after --help: it loads TensorFlow and JAX
   plan_runner.reproduce(REPO, quick=args.quick, out=args.out, dataset=args.dataset,
                         data_dir=args.data_dir, tables_only=args.tables_only)
 

@@ -10,13 +10,15 @@ from absl import flags
 from ml_collections import config_flags
 
 from bn_repro import cli
-from bn_repro.loop.train import train_and_evaluate
 
 config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and results '
                     '(local or gs://).')
 cli.define_allow_config_change()
 flags.mark_flags_as_required(['config', 'workdir'])
+cli.answer_help()   # before the imports below, which load TensorFlow and JAX (seconds)
+
+from bn_repro.loop.train import train_and_evaluate  # noqa: E402
 
 
 def main(argv):

@@ -4,23 +4,30 @@
   downloads by hand (tfds's "manual_dir"); `scripts/prepare_data.py` prepares it.
 - fashion_mnist / mnist: tfds's own prepared dataset when it is there (or may
   be downloaded, `data.download=True`); otherwise a tfds dataset built once from
-  local IDX .gz files, e.g. Debian's package dataset-fashion-mnist. Debian's
+  local IDX .gz files (as many images as their headers say), e.g. Debian's package
+  dataset-fashion-mnist, into a local or gs:// data_dir. Debian's
   files differ from upstream in their gzip headers, so tfds's registered
   download checksums fail on them; the local builder reads them directly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
+import gzip
+import hashlib
 import math
 import os
+import struct
+import tempfile
 from typing import Any
 
 import tensorflow_datasets as tfds
 from absl import logging
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
+from bn_repro import files
 from bn_repro.parallel import device_map
 from bn_repro.errors import DataError
 from bn_repro.data import resized
@@ -35,14 +42,20 @@ IDX_FILES = {
 }
 
 
+def _idx_count(path) -> int:
+  """The number of items an IDX .gz file holds, from its header (magic, count)."""
+  with gzip.open(path, 'rb') as f:
+    return struct.unpack('>II', f.read(8))[1]
+
+
 def _local_split_generators(builder, dl_manager):
-  paths = dl_manager.extract(
-      {k: os.path.join(builder.local_dir, v) for k, v in IDX_FILES.items()})
+  local = {k: os.path.join(builder.local_dir, v) for k, v in IDX_FILES.items()}
+  paths = dl_manager.extract(local)
   return [
-      tfds.core.SplitGenerator(name=name, gen_kwargs=dict(
-          num_examples=count, data_path=paths[f'{prefix}_data'],
-          label_path=paths[f'{prefix}_labels']))
-      for name, prefix, count in (('train', 'train', 60_000), ('test', 'test', 10_000))]
+      tfds.core.SplitGenerator(name=split, gen_kwargs=dict(
+          num_examples=_idx_count(local[f'{split}_labels']), data_path=paths[f'{split}_data'],
+          label_path=paths[f'{split}_labels']))
+      for split in ('train', 'test')]
 
 
 class LocalFashionMnist(tfds_mnist.FashionMNIST):
@@ -86,15 +99,40 @@ def _is_readable(builder) -> bool:
     return False
 
 
+def _prepare_lock_file(builder) -> str:
+  """The file separate runs preparing `builder` lock: next to a local data_dir; for a
+  gs:// one (an object cannot be locked) a file in this machine's temp folder, named
+  after the remote folder."""
+  root = builder._data_dir_root  # noqa: SLF001 (tfds has no public name for it)
+  if not files.is_remote(root):
+    files.make_dirs(root)
+    return files.join(root, f'.{builder.name}.prepare.lock')
+  key = hashlib.sha256(files.join(root, builder.name).encode()).hexdigest()[:16]
+  return os.path.join(tempfile.gettempdir(), f'bn_repro_prepare_{builder.name}_{key}.lock')
+
+
+@contextlib.contextmanager
+def _locked(path: str):
+  """Holds an exclusive lock on the local file `path` (created if missing)."""
+  try:
+    fd = os.open(path, os.O_RDONLY)    # another user's file in /tmp: O_CREAT would be refused
+  except FileNotFoundError:
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    yield
+  finally:
+    os.close(fd)
+
+
 def _prepare_on_process_zero(builder, **kwargs):
   """Prepares the dataset once, however many processes or runs start at the same time:
   processes of one run wait for process 0; separate runs on this machine take turns
-  (a lock file next to the data) and the later ones find it prepared."""
+  (a lock file) and the later ones find it prepared. Runs on other machines preparing
+  the same gs:// data_dir at the same time are not held back: prepare it once first
+  (scripts/prepare_data.py)."""
   if device_map.process_index() == 0:
-    lock_dir = builder._data_dir_root  # noqa: SLF001 (tfds has no public name for it)
-    os.makedirs(lock_dir, exist_ok=True)
-    with open(os.path.join(lock_dir, f'.{builder.name}.prepare.lock'), 'w') as lock:
-      fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(_prepare_lock_file(builder)):
       builder.download_and_prepare(**kwargs)   # does nothing if a turn before prepared it
   device_map.sync_processes(f'prepared {builder.name}')
 
@@ -122,7 +160,8 @@ def get_builder(data_config):
     return builder
 
   if name == 'imagenet2012':
-    manual_dir = data_config.manual_dir or os.path.join(builder._data_dir_root, 'downloads', 'manual')
+    manual_dir = data_config.manual_dir or files.join(builder._data_dir_root, 'downloads',
+                                                      'manual')
     raise DataError(
         f'imagenet2012 is not prepared in {builder._data_dir_root}: put '
         f'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in {manual_dir} and run '
