@@ -237,7 +237,11 @@ def _config_of(command, repo_root):
       for parent in parents:
         node = node[parent]
       old = node[leaf]
-      node[leaf] = type(old)(value) if not isinstance(old, str) else value
+      if isinstance(old, bool):       # as config_flags parses it: bool('False') is True
+        assert value in ('True', 'False'), arg
+        node[leaf] = value == 'True'
+      else:
+        node[leaf] = type(old)(value) if not isinstance(old, str) else value
   assert os.path.exists(os.path.join(repo_root, file))
   return config
 

@@ -28,24 +28,31 @@ class Runner:
     self.timings = {}
 
   def command(self, name: str, script: str, *args: str, data: bool = True,
-              skip: bool = False) -> None:
-    """Runs and records a command; skip: only record it (its run finished earlier)."""
+              skip: bool = False, check: bool = True) -> int | None:
+    """Runs and records a command; skip: only record it (its run finished earlier).
+
+    Returns the exit status (None when not run); check: a failure stops the reproduction."""
     command = [sys.executable, script, *args] + (self.data_args if data else [])
     # As typed in the repository root (where it runs): quoted, paths relative.
     shown = [arg.replace(self.repo + os.sep, '') for arg in command[1:]]
     self.commands.append((name, shlex.join(['python'] + shown)))
     if skip or self.dry:
       self.timings[name] = 'finished by an earlier invocation' if skip else 'not run'
-      return
-    log = rp.results_path(self.out_dir, 'logs', f'{rp.slug(name)}.log')
+      return None
+    log = self.log(name)
     start = time.time()
     print(f'[{datetime.datetime.now():%H:%M:%S}] {name}', flush=True)
     with open(log, 'w', encoding='utf-8') as f:
       status = subprocess.run(command, cwd=self.repo, stdout=f,
                               stderr=subprocess.STDOUT).returncode
     self.timings[name] = round(time.time() - start, 1)
-    if status != 0:
+    if status != 0 and check:
       raise SystemExit(f'{name} failed (exit {status}); see {log}')
+    return status
+
+  def log(self, name: str) -> str:
+    """The log file of the command `name`."""
+    return rp.results_path(self.out_dir, 'logs', f'{rp.slug(name)}.log')
 
   def workdir(self, run: rp.Run) -> str:
     """The run's workdir, inside the results folder."""

@@ -30,7 +30,8 @@ def figure4(runner: Runner, plan: rp.Plan, finished: dict) -> list[dict]:
     out = rp.results_path(runner.out_dir, 'eval', f'bn_x30_{crops}crop.json')
     runner.command(f'evaluate BN-x30 {crops} crops', 'scripts/ensemble.py', '--workdirs', x30,
                    '--statistics', 'population', '--crops', str(crops),
-                   '--split', plan.crops_split, '--output', out, data=False, skip=evaluated(out, [x30]))
+                   '--split', plan.crops_split, '--output', out, data=False,
+                   skip=evaluated(out, [x30]))
     rows.append(_row(out, 'BN-x30 twin', crops, 1))
   ensembles = {'ensemble of ' + ', '.join(rp.BN_TWINS): [members[m] for m in rp.BN_TWINS],
                f'ensemble of BN-x30, {len(x30_seeds)} seeds': sorted(x30_seeds)}

@@ -94,3 +94,43 @@ def drift_curves(series: dict[str, list[dict]], layer: str):
     ax.grid(alpha=0.3)
     ax.legend(fontsize='small')
   return fig
+
+
+def threshold_curves(series: dict[str, tuple[list, list]], *, title: str):
+  """series: {label: (thresholds, mean steps to reach each; None where some seed never did)}:
+  steps against threshold, one line per run; a line ends where a seed stops reaching."""
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for label, (thresholds, steps) in series.items():
+    points = [(t, s) for t, s in zip(thresholds, steps) if s is not None]
+    if points:
+      linestyle = '--' if label.endswith('(EMA)') else '-'
+      ax.plot(*zip(*points), marker='.', linestyle=linestyle, label=label)
+  ax.set_xlabel('test top-1 threshold')
+  ax.set_ylabel('training steps to reach it (mean over seeds)')
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(loc='upper left', fontsize='x-small')
+  return fig
+
+
+def rate_accuracy(series: dict[str, list[tuple[float, float | None]]], *, title: str,
+                  chance: float):
+  """series: {model: [(learning rate, final top-1 or None when it diverged)]}: final accuracy
+  against the rate (log axis); a diverged run is an x at chance."""
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for label, points in series.items():
+    points = sorted(points, key=lambda p: p[0])
+    line, = ax.plot([r for r, a in points if a is not None],
+                    [a for _, a in points if a is not None], marker='o', label=label)
+    failed = [r for r, a in points if a is None]
+    if failed:
+      ax.plot(failed, [chance] * len(failed), 'x', markersize=10, color=line.get_color(),
+              label=f'{label}: NaN stop')
+  ax.axhline(chance, color='gray', linewidth=0.8, linestyle=':')
+  ax.set_xscale('log')
+  ax.set_xlabel('learning rate (as trained: config rate x lr_scale)')
+  ax.set_ylabel('final test top-1')
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(loc='best', fontsize='small')
+  return fig

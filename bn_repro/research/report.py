@@ -40,6 +40,7 @@ class Invocation:
   commit: str
   wall_seconds: float
   finished: list[str]         # slugs of the finished runs
+  code_note: str = ''         # code identities of the runs, when not one recorded code
 
 
 def _serializable(rows):
@@ -60,7 +61,7 @@ def write(out_dir: str, runner: Runner, invocation: Invocation, findings: Findin
              'target': findings.target, 'bn_batch': _serializable(findings.bn_batch),
              'longer': _serializable(findings.longer), 'figure4': findings.figure4,
              'runs_finished': sorted(invocation.finished), 'machine': machine(),
-             'git_commit': invocation.commit,
+             'git_commit': invocation.commit, 'code_identity_note': invocation.code_note,
              'wall_seconds_this_invocation': round(invocation.wall_seconds, 1),
              'step_seconds': runner.timings}
   write_json_on_process_0(rp.results_path(out_dir, SUMMARY_FILE), summary)
@@ -86,6 +87,7 @@ def tables_markdown(invocation: Invocation, findings: Findings, machine_info: di
       f'Machine: {machine_info["platform"]}, {machine_info["cpus"]} CPUs. Commit '
       f'{invocation.commit}. This invocation: {invocation.wall_seconds / 60:.1f} min. Finished '
       f'runs: {len(invocation.finished)} of {len(rp.plan_runs(plan))}.\n\n',
+      f'Code identity: {invocation.code_note}.\n\n' if invocation.code_note else '',
       '## Figure 1: the 3x100 sigmoid MLP\n\n',
       rp.figure1_markdown(findings.figure1, findings.figure1_target) + '\n',
       f'\n![Figure 1(a)]({figures.FIGURE1A})\n![Figure 1(b,c)]({figures.FIGURE1BC})\n',
