@@ -33,6 +33,8 @@ from bn_repro.errors import ConfigError, UserError
 
 _ENV = {'coordinator_address': 'BN_REPRO_COORDINATOR_ADDRESS',
         'num_processes': 'BN_REPRO_NUM_PROCESSES', 'process_id': 'BN_REPRO_PROCESS_ID'}
+# Where the accelerator check looks for device files; tests point it at a fake /dev.
+DEVICE_ROOT_ENV = 'BN_REPRO_DEVICE_ROOT'
 INSTALL = {'gpu': 'make setup ACCEL=cuda12 (or cuda13, matching the driver)',
            'tpu': 'make setup ACCEL=tpu'}
 
@@ -77,10 +79,13 @@ def _slurm_tasks_on_this_node() -> int:
 
 
 def _gpus_listed() -> int:
-  """GPUs nvidia-smi lists on this machine (0 without the driver)."""
+  """GPUs nvidia-smi lists on this machine (0 without the driver, or if it hangs)."""
   if not shutil.which('nvidia-smi'):
     return 0
-  listed = subprocess.run(['nvidia-smi', '-L'], capture_output=True, text=True)
+  try:
+    listed = subprocess.run(['nvidia-smi', '-L'], capture_output=True, text=True, timeout=60)
+  except (OSError, subprocess.TimeoutExpired):
+    return 0
   return len([line for line in listed.stdout.splitlines() if line.startswith('GPU ')])
 
 
@@ -134,23 +139,56 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
+def _device_files(pattern: str) -> list[str]:
+  return glob.glob(os.path.join(os.environ.get(DEVICE_ROOT_ENV) or '/dev', pattern))
+
+
 def accelerator_on_this_machine() -> str | None:
   """'gpu' or 'tpu' when the machine has one (whatever JAX found), else None."""
-  if glob.glob('/dev/nvidia[0-9]*') or _gpus_listed():
+  if _device_files('nvidia[0-9]*') or _gpus_listed():
     return 'gpu'
-  if glob.glob('/dev/accel[0-9]*') or glob.glob('/dev/vfio/[0-9]*'):
+  if _device_files('accel[0-9]*') or _device_files('vfio/[0-9]*'):
     return 'tpu'
   return None
 
 
+def cpu_asked_for() -> bool:
+  """Whether JAX_PLATFORMS (or the jax_platforms config) names the CPU alone."""
+  platforms = [p.strip() for p in (jax.config.jax_platforms or '').split(',') if p.strip()]
+  return platforms == ['cpu']
+
+
+def running_on() -> str:
+  """What JAX runs on, for a script's output: 'GPU (8 x NVIDIA H100 80GB HBM3)', or 'CPU
+  (...)' and, on a machine with a GPU or TPU, why and how to install JAX for it."""
+  backend = jax.default_backend()
+  text = f'{backend.upper()} ({jax.device_count()} x {jax.devices()[0].device_kind})'
+  present = accelerator_on_this_machine() if backend == 'cpu' else None
+  if not present:
+    return text
+  if cpu_asked_for():
+    return f'{text}, as JAX_PLATFORMS=cpu asks, although this machine has a {present.upper()}'
+  return (f'{text}, although this machine has a {present.upper()}: JAX for it is not '
+          f'installed (`{INSTALL[present]}`)')
+
+
 def check_backend(allow_cpu: bool) -> None:
-  """Logs what JAX runs on; stops if that is the CPU on a machine with an accelerator."""
+  """Logs what JAX runs on; stops if that is the CPU on a machine with an accelerator,
+  unless the CPU was asked for (allow_cpu, or JAX_PLATFORMS=cpu)."""
   devices = jax.devices()
   logging.info('JAX %s on %s: %d %s device(s) (%d local), %d process(es)', jax.__version__,
                jax.default_backend(), len(devices), devices[0].device_kind,
                jax.local_device_count(), jax.process_count())
-  present = accelerator_on_this_machine()
-  if jax.default_backend() == 'cpu' and present and not allow_cpu:
+  present = accelerator_on_this_machine() if jax.default_backend() == 'cpu' else None
+  if not present:
+    return
+  if cpu_asked_for():
+    logging.info('JAX_PLATFORMS=cpu: the %s of this machine is not used, as asked',
+                 present.upper())
+  elif allow_cpu:
+    logging.warning('Running on the CPU although this machine has a %s (--allow_cpu); '
+                    '`%s` installs JAX for it', present.upper(), INSTALL[present])
+  else:
     raise UserError(f'this machine has a {present.upper()} but JAX runs on the CPU: install '
                     f'JAX for it with `{INSTALL[present]}`, or pass --allow_cpu')
 
