@@ -3,6 +3,7 @@ variables and fake `srun` / `scontrol` / `nvidia-smi` / `gcloud` commands on PAT
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -61,15 +62,23 @@ print(json.dumps({'cuda_visible_devices': jax.config.read('jax_cuda_visible_devi
 '''
 
 
+def free_coordinator_port():
+  """A port free here among those where JAX puts a Slurm or Open MPI job's coordinator,
+  61440 + (a job number) % 4096: above Linux's ephemeral range, so bind to port 0 never
+  gives one; tried at random."""
+  for port in random.sample(range(61440, 65536), 200):
+    with socket.socket() as s:
+      try:
+        s.bind(('127.0.0.1', port))
+      except OSError:
+        continue
+    return port
+  raise RuntimeError('no free port in 61440-65535')
+
+
 def _free_port_for_a_job_id():
   """A Slurm job id whose coordinator port (JAX: 61440 + id % 4096) is free here."""
-  for _ in range(50):
-    with socket.socket() as s:
-      s.bind(('127.0.0.1', 0))
-      port = s.getsockname()[1]
-    if port >= 61440:
-      return port - 61440 + 4096 * 10
-  return 4242
+  return free_coordinator_port() - 61440 + 4096 * 10
 
 
 def test_two_slurm_nodes_of_eight_gpus_start_with_every_gpu():
