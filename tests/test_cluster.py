@@ -3,6 +3,7 @@ variables and fake `srun` / `scontrol` / `nvidia-smi` / `gcloud` commands on PAT
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -61,15 +62,23 @@ print(json.dumps({'cuda_visible_devices': jax.config.read('jax_cuda_visible_devi
 '''
 
 
+def free_coordinator_port():
+  """A port free here among those where JAX puts a Slurm or Open MPI job's coordinator,
+  61440 + (a job number) % 4096: above Linux's ephemeral range, so bind to port 0 never
+  gives one; tried at random."""
+  for port in random.sample(range(61440, 65536), 200):
+    with socket.socket() as s:
+      try:
+        s.bind(('127.0.0.1', port))
+      except OSError:
+        continue
+    return port
+  raise RuntimeError('no free port in 61440-65535')
+
+
 def _free_port_for_a_job_id():
   """A Slurm job id whose coordinator port (JAX: 61440 + id % 4096) is free here."""
-  for _ in range(50):
-    with socket.socket() as s:
-      s.bind(('127.0.0.1', 0))
-      port = s.getsockname()[1]
-    if port >= 61440:
-      return port - 61440 + 4096 * 10
-  return 4242
+  return free_coordinator_port() - 61440 + 4096 * 10
 
 
 def test_two_slurm_nodes_of_eight_gpus_start_with_every_gpu():
@@ -98,22 +107,79 @@ def test_two_slurm_nodes_of_eight_gpus_start_with_every_gpu():
     assert (r['processes'], r['local_devices'], r['devices']) == (2, 4, 8)
 
 
-def test_the_cpu_on_a_gpu_machine_is_an_error_unless_allowed(tmp_path):
-  fakes = str(tmp_path)
-  _fake_command(fakes, 'nvidia-smi', 'echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)"')
-  env = dict(os.environ, PATH=f'{fakes}:{os.environ["PATH"]}', XLA_FLAGS='')
+def _fake_gpu_node(tmp_path, probe):
+  """The environment of a GPU node with CPU JAX: the GPU seen by `probe`, a fake
+  nvidia-smi or a fake /dev/nvidia0; JAX_PLATFORMS unset (the tests set it to cpu)."""
+  fakes, dev = tmp_path / 'bin', tmp_path / 'dev'
+  fakes.mkdir()
+  dev.mkdir()
+  if probe == 'nvidia-smi':
+    _fake_command(str(fakes), 'nvidia-smi', 'echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)"')
+  else:
+    (dev / 'nvidia0').touch()
+  env = dict(os.environ, PATH=f'{fakes}:{os.environ["PATH"]}', BN_REPRO_DEVICE_ROOT=str(dev))
+  env.pop('JAX_PLATFORMS', None)
+  return env
+
+
+@pytest.mark.parametrize('files,accelerator', [
+    ((), None), (('nvidia0', 'nvidiactl'), 'gpu'), (('accel0',), 'tpu'), (('vfio/0',), 'tpu'),
+    (('nvidiactl',), None)])
+def test_the_accelerator_probes_look_under_the_device_root(files, accelerator, tmp_path,
+                                                           monkeypatch):
+  for name in files:
+    (tmp_path / name).parent.mkdir(exist_ok=True)
+    (tmp_path / name).touch()
+  monkeypatch.setenv('BN_REPRO_DEVICE_ROOT', str(tmp_path))
+  monkeypatch.setenv('PATH', str(tmp_path))   # no nvidia-smi
+  assert distributed.accelerator_on_this_machine() == accelerator
+
+
+GPU_REFUSAL = ('error: this machine has a GPU but JAX runs on the CPU: install JAX for it with '
+               '`make setup ACCEL=cuda12 (or cuda13, matching the driver)`, or pass --allow_cpu')
+
+
+@pytest.mark.parametrize('probe', ['nvidia-smi', '/dev/nvidia0'])
+def test_the_cpu_on_a_gpu_machine_is_an_error_unless_allowed(probe, tmp_path):
+  """On a GPU node with CPU JAX a script stops with one line, unless the CPU is asked for:
+  JAX_PLATFORMS=cpu (as the tests and scripts/launch_local.py set it) or --allow_cpu."""
+  env = _fake_gpu_node(tmp_path, probe)
   command = [sys.executable, 'scripts/model_summary.py', '--config', 'configs/tiny.py']
   refused = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                            timeout=300)
   assert refused.returncode == 2
-  assert refused.stderr.strip().splitlines()[-1] == (
-      'error: this machine has a GPU but JAX runs on the CPU: install JAX for it with '
-      '`make setup ACCEL=cuda12 (or cuda13, matching the driver)`, or pass --allow_cpu')
+  assert refused.stderr.strip().splitlines()[-1] == GPU_REFUSAL
+  if probe != 'nvidia-smi':
+    return
+  asked = subprocess.run(command, cwd=REPO, env=dict(env, JAX_PLATFORMS='cpu'),
+                         capture_output=True, text=True, timeout=300)
+  assert asked.returncode == 0, asked.stderr[-2000:]
+  assert 'JAX_PLATFORMS=cpu: the GPU of this machine is not used, as asked' in asked.stderr
+  assert 'total params:' in asked.stdout
   allowed = subprocess.run(command + ['--allow_cpu'], cwd=REPO, env=env, capture_output=True,
                            text=True, timeout=300)
   assert allowed.returncode == 0, allowed.stderr[-2000:]
-  assert re.search(r'JAX \S+ on cpu: 1 cpu device', allowed.stderr)
+  assert re.search(r'JAX \S+ on cpu: \d+ cpu device', allowed.stderr)
+  assert 'Running on the CPU although this machine has a GPU (--allow_cpu)' in allowed.stderr
   assert 'total params:' in allowed.stdout
+
+
+def test_the_demo_runs_on_the_cpu_of_a_gpu_node_and_says_so(fmnist_data_dir, tmp_path):
+  """`make demo` on a GPU node with CPU JAX: the smoke job runs (a few steps here), on the
+  CPU, and says so, naming the install command for the GPU."""
+  env = _fake_gpu_node(tmp_path, 'nvidia-smi')
+  out = subprocess.run(
+      [sys.executable, 'scripts/demo.py', '--workdir', str(tmp_path / 'demo'),
+       f'--config.data.data_dir={fmnist_data_dir}', '--config.train_for=2 steps',
+       '--config.data.in_memory=False', '--config.data.eval_split=test[:64]',
+       '--config.eval_batch_size=64', '--config.global_batch_size=16',
+       '--config.model.width=0.0625', '--population_batches=2'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert ('demo: running on CPU (8 x cpu), although this machine has a GPU: JAX for it is not '
+          'installed (`make setup ACCEL=cuda12 (or cuda13, matching the driver)`)') in out.stdout
+  assert re.search(r'RESULT demo: .* on 64 test images, .* after 2 steps, [\d.]+ min on CPU',
+                   out.stdout), out.stdout
 
 
 def test_a_preempted_slurm_job_saves_and_requeues_itself(tiny_config, tmp_path):
