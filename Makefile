@@ -54,7 +54,7 @@ fashion-mnist:
 	fi
 
 test: setup $(TEST_STAMP)
-	$(TEST_ENV) $(PY) -m pytest -q -n $(TEST_WORKERS) tests
+	$(TEST_ENV) $(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
 
 demo: setup
 	$(RUN_ENV) $(PY) scripts/demo.py --config configs/demo.py --workdir workdirs/demo

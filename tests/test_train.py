@@ -71,14 +71,17 @@ def test_small_real_dataset_learns_and_records_targets(tiny_config, tmp_path):
   config.log_every = '10 steps'
   config.hooks.checkpoint.every = '20 steps'
   config.hooks.targets.values = (0.3, 0.99)
+  # Learning is read with population statistics: at BN-x30's rate the EMA of this tiny
+  # twin lags its weights, and whether its 40-step EMA scores above chance depends on
+  # rounding (jax 0.10.2: 37%; jax 0.12: 10%, with the same population accuracy, 34-35%).
+  config.hooks.targets.metric = 'eval_population_top1'
   config.hooks.eval_population.every = '20 steps'
   config.hooks.eval_population.num_batches = 2
   results = train_and_evaluate(config, str(tmp_path))
   assert results['eval_examples'] == 256
-  assert results['eval_top1'] > 0.3, results   # chance is 0.1
   with open(tmp_path / 'targets.json') as f:
     reached = json.load(f)['reached']
-  assert '0.3' in reached and '0.99' not in reached
+  assert '0.3' in reached and '0.99' not in reached   # chance is 0.1
   assert reached['0.3']['step'] in (20, 40)
   evals = [r for r in Workdir(str(tmp_path)).read_metrics() if 'eval_top1' in r]
   assert [r['step'] for r in evals] == [20, 40]
