@@ -224,13 +224,7 @@ def replace_if_unchanged(path, text: str, version):
         remove(claim)     # its replacer died holding it
     return None
   try:
-    try:
-      if _read_any_text(path) != version:
-        return None
-    except FileNotFoundError:
-      return None
-    write_text(path, text)
-    return text
+    return _write_if_it_holds(path, text, version)
   finally:
     remove(claim)
 
@@ -242,6 +236,12 @@ def rewrite_if_unchanged(path, text: str, version):
   path = os.fspath(path)
   if is_remote(path):
     return replace_if_unchanged(path, text, version)
+  return _write_if_it_holds(path, text, version)
+
+
+def _write_if_it_holds(path: str, text: str, version):
+  """Writes `text` to the local `path` if it holds `version` (a check, then a write): the new
+  version, or None if it changed or vanished."""
   try:
     if _read_any_text(path) != version:
       return None

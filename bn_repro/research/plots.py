@@ -105,12 +105,8 @@ def threshold_curves(series: dict[str, tuple[list, list]], *, title: str):
     if points:
       linestyle = '--' if label.endswith('(EMA)') else '-'
       ax.plot(*zip(*points), marker='.', linestyle=linestyle, label=label)
-  ax.set_xlabel('test top-1 threshold')
-  ax.set_ylabel('training steps to reach it (mean over seeds)')
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend(loc='upper left', fontsize='x-small')
-  return fig
+  return _finish(fig, ax, 'test top-1 threshold', 'training steps to reach it (mean over seeds)',
+                 title, legend=('upper left', 'x-small'))
 
 
 def rate_accuracy(series: dict[str, list[tuple[float, float | None]]], *, title: str,
@@ -128,9 +124,15 @@ def rate_accuracy(series: dict[str, list[tuple[float, float | None]]], *, title:
               label=f'{label}: NaN stop')
   ax.axhline(chance, color='gray', linewidth=0.8, linestyle=':')
   ax.set_xscale('log')
-  ax.set_xlabel('learning rate (as trained: config rate x lr_scale)')
-  ax.set_ylabel('final test top-1')
+  return _finish(fig, ax, 'learning rate (as trained: config rate x lr_scale)', 'final test top-1',
+                 title, legend=('best', 'small'))
+
+
+def _finish(fig, ax, xlabel: str, ylabel: str, title: str, *, legend: tuple[str, str]):
+  """Axis labels, title, grid and legend (location, font size); returns the figure."""
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
   ax.set_title(title)
   ax.grid(alpha=0.3)
-  ax.legend(loc='best', fontsize='small')
+  ax.legend(loc=legend[0], fontsize=legend[1])
   return fig
