@@ -37,6 +37,9 @@ def get_config():
 
   c.data = d = ml_collections.ConfigDict()
   d.dataset = 'imagenet2012'
+  # 'tfds': the dataset's records; 'synthetic': noise batches of its shapes, no TensorFlow
+  # needed (to time the loop on an accelerator image: bn_repro/data/synthetic.py).
+  d.source = 'tfds'
   # 0: the original images; 256/288/320/352: a copy with shorter sides at most that
   # (scripts/prepare_data.py --shorter_side; bn_repro/data/resized.py says why 320).
   d.stored_shorter_side = 0

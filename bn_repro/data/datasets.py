@@ -13,15 +13,12 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import gzip
 import hashlib
-import math
 import os
 import struct
 import tempfile
-from typing import Any
 
 import tensorflow_datasets as tfds
 from absl import logging
@@ -30,7 +27,7 @@ from tensorflow_datasets.image_classification import mnist as tfds_mnist
 from bn_repro import files
 from bn_repro.parallel import device_map
 from bn_repro.errors import DataError
-from bn_repro.data import resized
+from bn_repro.data import resized, splits
 from bn_repro.data.specs import dataset_spec
 
 DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
@@ -190,18 +187,7 @@ def get_builder(data_config):
       f'with the four IDX .gz files, or pass --config.data.download=True to let tfds download it')
 
 
-@dataclasses.dataclass(frozen=True)
-class SplitPart:
-  """This process's part of a split, and the sizes every process agrees on."""
-  read_instruction: Any      # what builder.as_dataset takes as `split`
-  start: int                 # position of this part's first example in the split
-  num_examples: int          # in this process's part
-  min_num_examples: int      # in the smallest part over all processes
-  max_num_examples: int      # in the largest part over all processes
-  total_examples: int        # in the whole split
-
-
-def split_part(builder, split: str, fallback_total: int | None) -> SplitPart:
+def split_part(builder, split: str, fallback_total: int | None) -> splits.SplitPart:
   """This process's disjoint part of `split` (tfds's per-process split)."""
   known = list(builder.info.splits.keys())
   base = split.split('[')[0].split('+')[0].strip()
@@ -225,19 +211,6 @@ def split_part(builder, split: str, fallback_total: int | None) -> SplitPart:
       raise DataError(f'the size of split {split!r} of {builder.name} is unknown; '
                       'set data.num_train_examples / data.num_eval_examples')
     total = fallback_total
-    sizes = [total // count + (i < total % count) for i in range(count)]
+    sizes = splits.even_sizes(total, count)
   # tfds's per-process parts are contiguous and in process order.
-  return SplitPart(parts[index], sum(sizes[:index]), sizes[index], min(sizes),
-                   max(sizes), total)
-
-
-def steps_per_epoch(train_part: SplitPart, global_batch: int) -> int:
-  """Full global batches per epoch (every process runs the same number)."""
-  local_batch = device_map.per_process_batch(global_batch)
-  return max(1, train_part.min_num_examples // local_batch)
-
-
-def eval_steps(eval_part: SplitPart, global_batch: int) -> int:
-  """Batches that cover the largest process's part (smaller parts pad)."""
-  local_batch = device_map.per_process_batch(global_batch)
-  return math.ceil(eval_part.max_num_examples / local_batch)
+  return splits.part_from_sizes(parts[index], sizes, total)

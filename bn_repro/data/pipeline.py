@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 
 from bn_repro.parallel import device_map
 from bn_repro.errors import DataError
-from bn_repro.data import datasets, preprocessing
+from bn_repro.data import datasets, preprocessing, splits
 from bn_repro.data.specs import dataset_spec
 
 # Examples per process part must stay below this for per-example seeds to be unique.
@@ -50,7 +50,14 @@ class Source:
 
     self._in_memory = {}
 
-  def read(self, split_part: datasets.SplitPart, *, shuffle_seed: int | None):
+  def train_data(self, *, global_batch: int, seed: int) -> 'TrainData':
+    return TrainData(self, global_batch=global_batch, seed=seed)
+
+  def eval_data(self, *, global_batch: int, preprocess: Callable | None = None,
+                split: str | None = None) -> 'EvalData':
+    return EvalData(self, global_batch=global_batch, preprocess=preprocess, split=split)
+
+  def read(self, split_part: splits.SplitPart, *, shuffle_seed: int | None):
     """This process's examples of a split; files in a seeded order when shuffle_seed is set."""
     if self.config.get('in_memory', False):
       # Small datasets: decode once, keep the arrays (the order is the file order).
@@ -81,7 +88,7 @@ class TrainData:
           f'fewer than the per-process batch of {self.local_batch}')
     if self.part.max_num_examples >= _POSITIONS_PER_EPOCH:
       raise DataError(f'split {c.train_split!r} is too large for per-example seeds')
-    self.steps_per_epoch = datasets.steps_per_epoch(self.part, global_batch)
+    self.steps_per_epoch = splits.steps_per_epoch(self.part, global_batch)
     self.augment_on_device = bool(c.augment_on_device)
     # With augment_on_device the host only crops and resizes; the flip and the
     # photometric distortions happen in the train step, from each example's aug_seed.
@@ -137,7 +144,7 @@ class EvalData:
     self.split = split or c.eval_split
     self.local_batch = device_map.per_process_batch(global_batch)
     self.part = datasets.split_part(source.builder, self.split, c.num_eval_examples)
-    self.num_steps = datasets.eval_steps(self.part, global_batch)
+    self.num_steps = splits.eval_steps(self.part, global_batch)
     self.preprocess = preprocess or functools.partial(
         preprocessing.eval_image, image_size=c.image_size, channels=source.spec.channels,
         crop_fraction=c.eval_crop_fraction)
@@ -167,20 +174,11 @@ class EvalData:
     template = None
     for batch in tfds.as_numpy(self._cache):
       template = batch
-      yield pad_batch(batch, self.local_batch)
+      yield splits.pad_batch(batch, self.local_batch)
       steps += 1
     if steps > self.num_steps:
       raise DataError(f'eval split {self.split!r} yielded more batches than its size says')
     if template is None:
       raise DataError(f'eval split {self.split!r} is empty on process {device_map.process_index()}')
     for _ in range(self.num_steps - steps):
-      yield pad_batch({k: v[:0] for k, v in template.items()}, self.local_batch)
-
-
-def pad_batch(batch: dict, size: int) -> dict:
-  """Pads every array to `size` rows with zeros; adds mask (True for real rows)."""
-  n = len(batch['label'])
-  padded = {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)])
-            for k, v in batch.items()}
-  padded['mask'] = np.arange(size) < n
-  return padded
+      yield splits.pad_batch({k: v[:0] for k, v in template.items()}, self.local_batch)

@@ -6,6 +6,7 @@ BN grouping where it is decided (device_map.bn_groups); everything else here.
 
 from __future__ import annotations
 
+from bn_repro.data import sources
 from bn_repro.data.specs import IMAGENET_STORED_SIDES, dataset_spec
 from bn_repro.errors import ConfigError, check_positive
 from bn_repro.parallel import device_map
@@ -27,6 +28,7 @@ def validate(config) -> None:
   durations.parse('log_every', config.log_every)
   durations.parse('check_finite_every', config.check_finite_every, allow_zero=True)
   dataset_spec(config.data.dataset)
+  sources.kind(config.data)
   check_positive('data.image_size', config.data.image_size)
   if config.data.stored_shorter_side not in (0,) + IMAGENET_STORED_SIDES:
     raise ConfigError(f'data.stored_shorter_side={config.data.stored_shorter_side} is not one '

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from absl import logging
 
 from bn_repro import faults, files
-from bn_repro.data import pipeline
+from bn_repro.data.sources import InputSource
 from bn_repro.data.on_device import Augmentation
 from bn_repro.errors import ConfigError, check_choice
 from bn_repro.evaluation import exact, ics_probe, population
@@ -46,17 +46,17 @@ class HookContext:
   config: Any
   workdir: Workdir
   recipe: TrainingRecipe
-  source: pipeline.Source
+  source: InputSource
   checkpoints: Checkpoints
   checkpoint_meta: Callable[[int], dict]   # step -> the 'meta' item of a checkpoint
   start_step: int
-  _eval_data: pipeline.EvalData | None = None
+  _eval_data: Any = None
 
   @property
-  def eval_data(self) -> pipeline.EvalData:
+  def eval_data(self):
     """The eval split in global batches of config.eval_batch_size (shared by all evaluations)."""
     if self._eval_data is None:
-      self._eval_data = pipeline.EvalData(self.source, global_batch=self.config.eval_batch_size)
+      self._eval_data = self.source.eval_data(global_batch=self.config.eval_batch_size)
     return self._eval_data
 
 
@@ -172,8 +172,8 @@ class EvaluateHook(Hook):
     """Algorithm 2 over the next num_batches batches of one fixed-seed training stream."""
     recipe = self.ctx.recipe
     if self._population_batches is None:
-      stream = pipeline.TrainData(self.ctx.source, global_batch=self.ctx.config.global_batch_size,
-                                  seed=self.ctx.config.seed + 1)
+      stream = self.ctx.source.train_data(global_batch=self.ctx.config.global_batch_size,
+                                          seed=self.ctx.config.seed + 1)
       self._population_batches = device_map.prefetch(stream.batches(0),
                                                      self.ctx.config.data.prefetch)
       self._moments_step = population.make_moments_step(
@@ -206,7 +206,7 @@ class ProbeHook(Hook):
     super().__init__(name, every_steps, at_end_only)
     recipe = ctx.recipe
     ics_probe.check_layers(layers, ics_probe.unit_layers(recipe.model, recipe.image_shape))
-    probe_data = pipeline.EvalData(ctx.source, global_batch=batch_size)
+    probe_data = ctx.source.eval_data(global_batch=batch_size)
     first = next(iter(probe_data.batches()))
     self.probe = ics_probe.Probe(ctx.workdir, recipe.model, recipe.spec, layers,
                                  {k: first[k] for k in ('image', 'label', 'mask')}, unit=unit)

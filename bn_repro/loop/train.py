@@ -21,13 +21,13 @@ import time
 
 import ml_collections
 from absl import logging
-from clu import periodic_actions
 
 from bn_repro import faults
-from bn_repro.data import pipeline
+from bn_repro.data import sources
 from bn_repro.errors import ConfigError, Interrupted, UserError
 from bn_repro.loop import config_checks
 from bn_repro.loop.hooks import HookContext, build_hooks, checkpoint_options
+from bn_repro.loop.progress import Progress
 from bn_repro.parallel import device_map
 from bn_repro.training import durations, optim, recipes
 from bn_repro.training.checkpoints import Checkpoints, param_shapes
@@ -136,8 +136,8 @@ def _check_identity(run_dir: Workdir, config, allow_change: bool) -> str:
 
 def _train(config, run_dir: Workdir, changed: str, checkpoints: Checkpoints,
            start_time: float) -> dict:
-  source = pipeline.Source(config.data)
-  train_data = pipeline.TrainData(source, global_batch=config.global_batch_size, seed=config.seed)
+  source = sources.open_source(config.data)
+  train_data = source.train_data(global_batch=config.global_batch_size, seed=config.seed)
   steps_per_epoch = train_data.steps_per_epoch
   recipe = recipes.for_training(config, steps_per_epoch)
   num_steps = durations.parse('train_for', config.train_for).steps(steps_per_epoch)
@@ -197,8 +197,7 @@ def _train(config, run_dir: Workdir, changed: str, checkpoints: Checkpoints,
   hooks = build_hooks(ctx)
   run_dir.write_config(config, replaced_because=changed)
   writer = create_writer(run_dir.path, jsonl_file=run_dir.metrics_file)
-  progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                             every_steps=log_every)
+  progress = Progress(num_steps=num_steps, writer=writer, every_steps=log_every)
   signals = StopSignals()
   pending = []          # device metrics of the steps since the last log
 

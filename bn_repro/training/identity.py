@@ -17,6 +17,10 @@ OPERATIONAL_FIELDS = ('name', 'train_for', 'log_every', 'check_finite_every', 'e
                       'data.eval_split', 'data.num_eval_examples')
 
 
+# Fields added after runs were saved without them, with the value those runs had.
+ADDED_FIELDS = {'data.source': 'tfds'}
+
+
 def _flatten(tree, prefix=''):
   out = {}
   for key, value in tree.items():
@@ -34,7 +38,7 @@ def _operational(name: str) -> bool:
 
 def identity(config) -> dict:
   """{dotted field: value} of every field outside OPERATIONAL_FIELDS."""
-  flat = _flatten(json.loads(config.to_json_best_effort()))
+  flat = {**ADDED_FIELDS, **_flatten(json.loads(config.to_json_best_effort()))}
   return {name: value for name, value in flat.items() if not _operational(name)}
 
 

@@ -1,7 +1,9 @@
-"""Where metrics go: TensorBoard and log lines (clu), plus a JSON-lines file to plot from
-(Workdir.read_metrics reads it back).
+"""Where metrics go: log lines, TensorBoard events (clu, where TensorFlow is installed), and
+a JSON-lines file to plot from (Workdir.read_metrics reads it back).
 
-Only process 0 writes files; other processes only log.
+Only process 0 writes files; other processes only log. Without TensorFlow (an
+accelerator image that has none) training still runs: its metrics go to the log and
+the JSON-lines file, and a warning says that TensorBoard events are not written.
 """
 
 from __future__ import annotations
@@ -11,14 +13,21 @@ import time
 from typing import Any, Mapping
 
 import numpy as np
-from clu import metric_writers
-from clu.metric_writers import interface
+from absl import logging
 
 from bn_repro import files
 from bn_repro.parallel import device_map
 
+try:
+  # clu's metric_writers package imports TensorFlow for its TensorBoard writer.
+  from clu import metric_writers as clu_writers
+except ModuleNotFoundError as error:
+  if not (error.name or '').startswith(('tensorflow', 'tensorboard')):
+    raise
+  clu_writers = None
 
-class JsonLinesWriter(interface.MetricWriter):
+
+class JsonLinesWriter:
   """Appends a {"step": s, "name": value, ...} line for every write_scalars call.
 
   Each line reaches the file at once (a killed run keeps what it logged); on
@@ -40,27 +49,6 @@ class JsonLinesWriter(interface.MetricWriter):
         time.monotonic() - self._sent_at > self.REMOTE_FLUSH_SECONDS):
       self.flush()
 
-  def write_summaries(self, step, values, metadata=None):
-    pass
-
-  def write_images(self, step, images):
-    pass
-
-  def write_videos(self, step, videos):
-    pass
-
-  def write_audios(self, step, audios, *, sample_rate):
-    pass
-
-  def write_texts(self, step, texts):
-    pass
-
-  def write_histograms(self, step, arrays, num_buckets=None):
-    pass
-
-  def write_hparams(self, hparams):
-    pass
-
   def flush(self):
     if self._unsent:
       files.append_text(self.path, ''.join(self._unsent))
@@ -71,12 +59,50 @@ class JsonLinesWriter(interface.MetricWriter):
     self.flush()
 
 
-def create_writer(directory: str, *, jsonl_file: str | None = None) -> metric_writers.MetricWriter:
-  """TensorBoard events in `directory` and log lines; also JSON lines in jsonl_file if given."""
+class LogWriter:
+  """One log line per write_scalars call (what clu's logging writer prints)."""
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    values = ', '.join(f'{k}={float(np.asarray(v)):.6g}' for k, v in sorted(scalars.items()))
+    logging.info('[%d] %s', step, values)
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+class Writers:
+  """Several writers as one."""
+
+  def __init__(self, writers):
+    self.writers = list(writers)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    for writer in self.writers:
+      writer.write_scalars(step, scalars)
+
+  def flush(self):
+    for writer in self.writers:
+      writer.flush()
+
+  def close(self):
+    for writer in self.writers:
+      writer.close()
+
+
+def create_writer(directory: str, *, jsonl_file: str | None = None) -> Writers:
+  """Log lines, TensorBoard events in `directory` and, if given, JSON lines in jsonl_file."""
   if device_map.process_index() > 0:
-    return metric_writers.create_default_writer(just_logging=True)
+    return Writers([LogWriter()])
   files.make_dirs(directory)
-  writers = [metric_writers.create_default_writer(directory, asynchronous=False)]
+  if clu_writers is not None:
+    writers = [clu_writers.create_default_writer(directory, asynchronous=False)]
+  else:
+    logging.warning('TensorFlow is not installed: no TensorBoard events in %s (metrics go to '
+                    'the log%s)', directory, f' and {jsonl_file}' if jsonl_file else '')
+    writers = [LogWriter()]
   if jsonl_file:
     writers.append(JsonLinesWriter(jsonl_file))
-  return metric_writers.MultiWriter(writers)
+  return Writers(writers)
