@@ -5,11 +5,18 @@
       --config configs/small_scale.py:bn_x30,fashion_mnist --output results/benchmark_cpu.json
   # one GPU: bare step, input pipeline and FLOPs of the full network
   python scripts/benchmark.py --config configs/bn_x30.py --parts 1,3,6 --batch_size 128
+  # the whole loop against the bare step, without TensorFlow, and a profile of the step
+  python scripts/benchmark.py --config configs/bn_x30.py --config.data.source=synthetic \
+      --parts 1,2,7 --batch_size 128 --profile_dir results/gpu/profile
 
 Parts: 1 bare train step, 2 full training loop, 3 input pipeline vs bare
 tf.data, 4 synced vs per-device BN, 5 population-statistics vs eval pass,
-6 FLOPs per image (and MFU on an accelerator).
+6 FLOPs per image (and MFU on an accelerator), 7 a jax.profiler trace of the
+train step summarized by category (bn_repro/benchmarks/profile.py).
 """
+
+import os
+import tempfile
 
 from absl import flags
 from ml_collections import config_flags
@@ -22,6 +29,11 @@ flags.DEFINE_integer('batch_size', None, 'Per-device batch (default: the config\
 flags.DEFINE_integer('steps', 20, 'Steps (or batches) per timed repeat.')
 flags.DEFINE_integer('repeats', 5, 'Timed repeats of each measurement.')
 flags.DEFINE_integer('loop_steps', 300, 'Steps of the full-loop run (part 2).')
+flags.DEFINE_string('loop_checkpoint_every', '100 steps',
+                    'Checkpoint cadence of the full-loop run (part 2); empty: the config\'s.')
+flags.DEFINE_string('profile_dir', None, 'Where part 7 writes its trace and summary '
+                    '(default: profile/ beside --output, else a temporary directory).')
+flags.DEFINE_integer('profile_steps', 5, 'Train steps traced by part 7.')
 flags.DEFINE_integer('pipeline_batch', 128, 'Batch of the input-pipeline comparison (part 3).')
 flags.DEFINE_string('output', None, 'JSON file for the results.')
 flags.mark_flags_as_required(['config'])
@@ -53,8 +65,9 @@ def main(argv):
           f'{r["images_per_s_by_repeat"]}), compile {r["compile_seconds"]} s')
   if 2 in parts:
     from bn_repro.benchmarks import loop  # TensorFlow only for the parts that read data
-    r = results['2_full_loop'] = loop.full_loop(config, f.loop_steps)
-    line = f'2 full training loop: {r["images"]["median_per_s"]:.1f} images/s'
+    r = results['2_full_loop'] = loop.full_loop(config, f.loop_steps, f.loop_checkpoint_every)
+    line = (f'2 full training loop ({r["source"]} input, checkpoints every '
+            f'{r["checkpoint_every"]}): {r["images"]["median_per_s"]:.1f} images/s')
     if '1_bare_step' in results:
       r['ratio_to_bare_step'] = (r['images']['median_per_s'] /
                                  results['1_bare_step']['images']['median_per_s'])
@@ -87,6 +100,17 @@ def main(argv):
     if 'mfu' in r:
       line += f'; model-FLOPs utilization {100 * r["mfu"]:.1f}% of {r["peak_flops"] / 1e12:.0f} TFLOP/s'
     print(line)
+
+  if 7 in parts:
+    from bn_repro.benchmarks import profile
+    log_dir = f.profile_dir or (os.path.join(os.path.dirname(f.output) or '.', 'profile')
+                                if f.output else tempfile.mkdtemp(prefix='bn_repro_profile_'))
+    r = results['7_profile'] = profile.profile_train_step(config, batch, f.profile_steps, log_dir)
+    shares = sorted(r['categories'].items(), key=lambda kv: -kv[1]['share'])[:5]
+    print(f'7 profile of {f.profile_steps} train steps: '
+          f'{1000 * r["traced_op_seconds_per_step"]:.2f} ms of device ops per step; '
+          + ', '.join(f'{k} {100 * v["share"]:.1f}%' for k, v in shares)
+          + f'; table in {log_dir}/profile_summary.txt')
 
   if f.output:
     write_json_on_process_0(f.output, results)

@@ -284,13 +284,25 @@ def test_a_second_run_reuses_the_compilation_cache(tmp_path):
              for _, err in runs)
 
 
+def _gpu_benchmark(out_dir, **overrides):
+  # The GPU image has no TensorFlow: its Python here is one that cannot import it.
+  python = out_dir / 'bin' / 'python3'
+  python.parent.mkdir()
+  python.write_text(f'#!/bin/sh\nexec {sys.executable} {REPO}/tests/without_tensorflow.py "$@"\n')
+  python.chmod(0o755)
+  env = dict(os.environ, XLA_FLAGS='', CONFIG='configs/small_scale.py:mlp', STEPS='2',
+             REPEATS='2', LOOP_STEPS='12', PROFILE_STEPS='2', PYTHON=str(python),
+             PYTHONPATH=REPO)
+  env.update(overrides)
+  return subprocess.run(['bash', 'scripts/gpu_benchmark.sh', str(out_dir)], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=900)
+
+
 def test_the_gpu_benchmark_script_runs_every_variant_and_writes_its_results(tmp_path):
   """scripts/gpu_benchmark.sh end to end on the CPU, with the MLP standing in for
-  BN-Inception: every variant's rate, FLOPs (counted when XLA gives none) and a summary."""
-  env = dict(os.environ, XLA_FLAGS='', CONFIG='configs/small_scale.py:mlp', STEPS='2', REPEATS='2',
-             INPUT_PIPELINE='0', PYTHON=sys.executable)
-  out = subprocess.run(['bash', 'scripts/gpu_benchmark.sh', str(tmp_path)], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=600)
+  BN-Inception: every variant's rate, the loop against the bare step, the profile's table,
+  FLOPs (counted when XLA gives none) and a summary."""
+  out = _gpu_benchmark(tmp_path)
   assert out.returncode == 0, out.stderr[-2000:]
   summary = (tmp_path / 'summary.txt').read_text()
   for name in ('bf16_b128', 'bf16_b32', 'bf16_b256', 'f32_b128', 'bf16_b128_augmentation_on_host',
@@ -299,8 +311,26 @@ def test_the_gpu_benchmark_script_runs_every_variant_and_writes_its_results(tmp_
     rates = result['1_bare_step']['images_per_s_by_repeat']
     assert len(rates) == 2 and min(rates) > 0, name
     assert f'{name}: 1 bare train step:' in summary
-  flops = json.loads((tmp_path / 'bf16_b128.json').read_text())['6_flops']
+  first = json.loads((tmp_path / 'bf16_b128.json').read_text())
+  flops = first['6_flops']
   assert flops['forward_gflops_per_image'] > 0
   assert flops['counted_forward_gflops_per_image'] == pytest.approx(
       2 * (784 * 100 + 100 * 100 * 2 + 100 * 10) / 1e9)   # the MLP's multiply-adds, x2
+  loop = first['2_full_loop']
+  assert loop['source'] == 'synthetic' and loop['ratio_to_bare_step'] > 0
+  assert re.search(r'2 full training loop \(synthetic input.*x the bare step', summary)
+  table = (tmp_path / 'profile' / 'profile_summary.txt').read_text()
+  assert first['7_profile']['categories']['convolutions']['ms_per_step'] > 0   # the MLP's dots
+  assert 'convolutions' in table and '7 profile of 2 train steps' in summary
+  assert 'input pipeline: not measured' in summary   # no TensorFlow
   assert 'failed' not in summary and re.search(r'total: \d+ s', summary)
+
+
+def test_the_gpu_benchmark_script_fails_loudly_when_a_part_breaks(tmp_path):
+  """A part that breaks (here the profile, given no steps to trace) fails the script: it
+  says which variant and part, and exits 1, instead of skipping it."""
+  out = _gpu_benchmark(tmp_path, PROFILE_STEPS='0', BUDGET_SECONDS='0')
+  assert out.returncode == 1
+  summary = (tmp_path / 'summary.txt').read_text()
+  assert 'bf16_b128 failed: no part 7' in summary and '1 variant(s) failed' in summary
+  assert 'no device ops' in (tmp_path / 'bf16_b128.txt').read_text()

@@ -148,8 +148,8 @@ def map_over_devices(fn: Callable, *, in_axes: Sequence[int | None],
   be identical on every device (e.g. the result of `pmean`). Outputs are
   global arrays over all devices of all processes, like the inputs.
   """
-  mapped = jax.pmap(fn, axis_name=AXIS, in_axes=tuple(in_axes),
-                    out_axes=out_axes, donate_argnums=tuple(donate_argnums))
+  mapped = pmapped = jax.pmap(fn, axis_name=AXIS, in_axes=tuple(in_axes),
+                              out_axes=out_axes, donate_argnums=tuple(donate_argnums))
   if process_count() > 1:
     # With several processes pmap returns host-local arrays (over this
     # process's devices); make them global again, without copying.
@@ -160,7 +160,10 @@ def map_over_devices(fn: Callable, *, in_axes: Sequence[int | None],
       return multihost_utils.host_local_array_to_global_array(
           outputs, mesh(), _output_specs(out_axes, outputs))
 
-  return _logging_first_call(fn, mapped)
+  call = _logging_first_call(fn, mapped)
+  # The optimized HLO of one device's program, for profiles (benchmarks/profile.py).
+  call.hlo_text = lambda *args: pmapped.lower(*args).compile().as_text()
+  return call
 
 
 def _logging_first_call(fn: Callable, mapped: Callable) -> Callable:
