@@ -12,6 +12,7 @@ tf.data pipeline doing the same train and eval work, as the floor to compare wit
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 
 import numpy as np
@@ -100,19 +101,34 @@ def bare_eval(jpegs, data_config, batch: int):
   return iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)))
 
 
-def compare(config, *, batch: int = 128, num_batches: int = 20, repeats: int = 3,
-            side: int = 320) -> dict:
-  """images/s and CPU-ms per image of each pipeline variant (see the module docstring)."""
-  originals, smaller = make_jpegs(), make_jpegs(side=side)
-  data = config.data.copy_and_resolve_references()
+def imagenet_config(data_config, num_examples: int):
+  """data_config reading imagenet2012 records of num_examples (as mocked_imagenet serves)."""
+  data = data_config.copy_and_resolve_references()
   data.dataset = 'imagenet2012'
-  data.num_train_examples = data.num_eval_examples = DISTINCT_IMAGES * REPEAT
+  data.source = 'tfds'
+  data.num_train_examples = data.num_eval_examples = num_examples
   data.in_memory = False
   data.cache_eval = False
+  return data
+
+
+@contextlib.contextmanager
+def mocked_imagenet(originals: list[bytes], smaller: list[bytes]):
+  """tfds's imagenet2012 (and its shorter-side copy) serving these JPEGs, REPEAT times over."""
 
   def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
     del split, decoders, read_config, shuffle_files
     return _examples(smaller if isinstance(self, resized.Imagenet2012Shorter) else originals)
+
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+    yield
+
+
+def compare(config, *, batch: int = 128, num_batches: int = 20, repeats: int = 3,
+            side: int = 320) -> dict:
+  """images/s and CPU-ms per image of each pipeline variant (see the module docstring)."""
+  originals, smaller = make_jpegs(), make_jpegs(side=side)
+  data = imagenet_config(config.data, DISTINCT_IMAGES * REPEAT)
 
   def variant(stored_side: int, on_device: bool):
     c = data.copy_and_resolve_references()
@@ -121,7 +137,7 @@ def compare(config, *, batch: int = 128, num_batches: int = 20, repeats: int = 3
 
   runs, sizes = {}, {'original_kb': np.mean([len(j) for j in originals]) / 1000,
                      f'side{side}_kb': np.mean([len(j) for j in smaller]) / 1000}
-  with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+  with mocked_imagenet(originals, smaller):
     makers = {}
     for stored, label in ((0, 'original'), (side, f'side{side}')):
       for on_device in (False, True):

@@ -40,17 +40,27 @@ def decode(image, channels, crop_window=None):
   return image
 
 
+# A side shrunk by this factor or more is anti-aliased; below it plain bilinear
+# interpolation still weighs every source pixel, at a third of the cost of area
+# averaging (docs/performance.md; tests/test_host_input.py bounds the difference).
+ANTIALIAS_FROM_SHRINK = 2
+
+
 def resize(image, size):
-  """uint8 image resized to `size` = [h, w], anti-aliased where it shrinks: area averaging
-  when both sides shrink (as good as an anti-aliased bilinear resize there, at half its
-  cost: docs/performance.md), bilinear when both grow, anti-aliased bilinear otherwise."""
+  """uint8 image resized to `size` = [h, w]: bilinear unless a side shrinks by
+  ANTIALIAS_FROM_SHRINK or more; then area averaging if both sides shrink (as good as an
+  anti-aliased bilinear resize there, at half its cost), else anti-aliased bilinear."""
   shape = tf.shape(image)[:2]
   size = tf.convert_to_tensor(size, tf.int32)
-  shrinks, grows = tf.reduce_all(shape >= size), tf.reduce_all(shape <= size)
-  resized = tf.case([(shrinks, lambda: tf.image.resize(image, size, method='area')),
-                     (grows, lambda: tf.image.resize(image, size, method='bilinear'))],
-                    default=lambda: tf.image.resize(image, size, method='bilinear', antialias=True))
-  return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+  needs_antialias = tf.reduce_any(shape >= ANTIALIAS_FROM_SHRINK * size)
+  shrinks = tf.reduce_all(shape >= size)
+  resized = tf.case(
+      [(tf.logical_not(needs_antialias),
+        lambda: tf.image.resize(image, size, method='bilinear')),
+       (shrinks, lambda: tf.image.resize(image, size, method='area'))],
+      default=lambda: tf.image.resize(image, size, method='bilinear', antialias=True))
+  # All three are weighted means of the uint8 pixels, so within [0, 255]: round half up.
+  return tf.cast(resized + 0.5, tf.uint8)
 
 
 def random_crop_window(shape, seed, min_area, aspect_ratio):
