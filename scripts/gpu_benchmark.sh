@@ -14,10 +14,10 @@
 #
 #   scripts/gpu_benchmark.sh [OUT_DIR]        (default results/gpu)
 #
-# The model side needs jax, flax, optax, orbax-checkpoint, ml-collections, clu and absl-py;
-# TensorFlow / tfds only for the input pipeline. CONFIG, STEPS, REPEATS, LOOP_STEPS,
-# PROFILE_STEPS, BUDGET_SECONDS and INPUT_PIPELINE (0: skip it) can be overridden: the tests
-# run it on the CPU with the small MLP config.
+# The model side needs jax, flax, optax, orbax-checkpoint, ml-collections and absl-py;
+# TensorFlow and tfds only for the input pipeline; clu and TensorBoard are optional. CONFIG,
+# STEPS, REPEATS, LOOP_STEPS, PROFILE_STEPS, BUDGET_SECONDS and INPUT_PIPELINE (0: skip it)
+# can be overridden: the tests run it on the CPU with the small MLP config.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-results/gpu}

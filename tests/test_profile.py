@@ -109,6 +109,13 @@ def test_the_summary_adds_up_and_counts_unknown_ops_as_other():
   assert 'convolutions' in text and '60.0%' in text
 
 
+def test_the_steps_ops_are_found_under_a_decorated_module_name_or_none():
+  times = {'jit_step(7)': {'conv.1': 1.0}, 'jit_other': {'x': 5.0}}
+  assert profile.step_op_times(times, 'jit_step') == ({'conv.1': 1.0}, ['jit_step(7)'])
+  merged, modules = profile.step_op_times({'': {'conv.1': 1.0}, 'other': {'x': 2.0}}, 'jit_step')
+  assert merged == {'conv.1': 1.0, 'x': 2.0} and modules == ['', 'other']
+
+
 def test_a_trace_of_the_tiny_network_is_summarized_by_category(tmp_path):
   from configs import tiny
   summary = profile.profile_train_step(tiny.get_config(), 16, 2, str(tmp_path))
@@ -122,3 +129,4 @@ def test_a_trace_of_the_tiny_network_is_summarized_by_category(tmp_path):
   text = (tmp_path / 'profile_summary.txt').read_text()
   assert 'BN statistics' in text and 'largest ops' in text
   assert (tmp_path / 'train_step.hlo.txt').stat().st_size > 0
+  assert summary['traced_modules'] == [summary['module']]

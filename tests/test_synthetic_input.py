@@ -1,5 +1,5 @@
 """The synthetic input source, and the training loop and benchmarks on a machine without
-TensorFlow (tests/without_tensorflow.py hides TensorFlow, tfds and TensorBoard)."""
+TensorFlow (tests/without_tensorflow.py hides TensorFlow, tfds, TensorBoard and clu)."""
 
 import json
 import os
@@ -98,7 +98,7 @@ def test_train_and_evaluate_runs_and_resumes_without_tensorflow(tmp_path):
   common = ['scripts/train.py', '--config', 'configs/tiny.py', '--workdir', workdir,
             '--config.data.source=synthetic', '--config.data.num_eval_examples=40']
   out = _run_without_tf(common)
-  assert 'TensorFlow is not installed: no TensorBoard events' in out.stderr
+  assert 'TensorFlow or clu is not installed: no TensorBoard events' in out.stderr
   results = json.loads(open(os.path.join(workdir, 'results.json')).read())
   assert results['step'] == 4 and 0 <= results['eval_top1'] <= 1
   assert results['eval_examples'] == 40

@@ -1,4 +1,5 @@
-"""Runs a script as on a machine where TensorFlow, tfds and TensorBoard are not installed.
+"""Runs a script as on a machine where TensorFlow, tfds, TensorBoard and clu are not
+installed (the accelerator image's case).
 
   python tests/without_tensorflow.py SCRIPT [ARGS...]
 
@@ -14,7 +15,7 @@ import os
 import runpy
 import sys
 
-BLOCKED = ('tensorflow', 'tensorflow_datasets', 'tensorboard', 'tf_keras')
+BLOCKED = ('tensorflow', 'tensorflow_datasets', 'tensorboard', 'tf_keras', 'clu')
 
 
 def _blocked(name: str) -> bool:

@@ -160,31 +160,41 @@ def categories(hlo_text: str) -> dict[str, str]:
           for body in computations.values() for name, instruction in body.items()}
 
 
-def op_times(profile_data, module: str | None = None) -> dict[str, float]:
-  """{HLO op name: seconds} summed over the traced device ops (of `module` where the trace
-  says which module an op belongs to). A device plane's 'XLA Ops' line when it has one
-  (a GPU's), else every event that names its HLO op (the CPU's thunks)."""
-  times = collections.defaultdict(float)
+def op_times(profile_data) -> dict[str, dict[str, float]]:
+  """{module: {HLO op name: seconds}} summed over the traced device ops ('' where the trace
+  does not name the module). A device plane's 'XLA Ops' line when it has one (a GPU's),
+  else every event that names its HLO op (the CPU's thunks)."""
+  times = collections.defaultdict(lambda: collections.defaultdict(float))
   with warnings.catch_warnings():
     # jaxlib builds the stats' type on first use and warns that it has no __module__ (its
     # own DeprecationWarning, raised here; as an error it aborts the process).
     warnings.simplefilter('ignore', DeprecationWarning)
     for plane in profile_data.planes:
-      _add_op_times(plane, module, times)
-  return dict(times)
+      _add_op_times(plane, times)
+  return {module: dict(ops) for module, ops in times.items()}
 
 
-def _add_op_times(plane, module, times):
+def _add_op_times(plane, times):
   lines = list(plane.lines)
   xla_ops = [line for line in lines if line.name == 'XLA Ops']
   for line in (xla_ops or lines):
     for event in line.events:
       stats = dict(event.stats)
-      if module and stats.get('hlo_module', module) != module:
-        continue
       name = stats.get('hlo_op') or (event.name if xla_ops else None)
       if name:
-        times[str(name)] += event.duration_ns * 1e-9
+        times[str(stats.get('hlo_module', ''))][str(name)] += event.duration_ns * 1e-9
+
+
+def step_op_times(times: dict[str, dict[str, float]], module: str) -> tuple[dict, list[str]]:
+  """The ops of the modules the trace names like `module` (a trace may decorate the name),
+  else of every module (only the step runs while tracing); and which modules those were."""
+  chosen = [m for m in times if m and (m == module or module in m or m in module)]
+  chosen = chosen or list(times)
+  merged = collections.defaultdict(float)
+  for m in chosen:
+    for op, seconds in times[m].items():
+      merged[op] += seconds
+  return dict(merged), chosen
 
 
 def summarize(times: dict[str, float], by_op: dict[str, str], num_steps: int) -> dict:
@@ -233,11 +243,12 @@ def profile_train_step(config, global_batch: int, num_steps: int, log_dir: str) 
   with jax.profiler.trace(log_dir):
     steps.run_steps(setup, num_steps)
   data = jax.profiler.ProfileData.from_file(_latest_xplane(log_dir))
-  times = op_times(data, module)
+  times, traced_modules = step_op_times(op_times(data), module)
   if not times:
     raise RuntimeError(f'the trace in {log_dir} holds no device ops of {module}')
   summary = summarize(times, categories(hlo), num_steps)
-  summary.update({'module': module, 'steps': num_steps, 'trace_dir': log_dir})
+  summary.update({'module': module, 'traced_modules': traced_modules, 'steps': num_steps,
+                  'trace_dir': log_dir})
   title = (f'{config.name}: train step profile, {num_steps} steps, global batch {global_batch}, '
            f'{config.model.dtype}, {jax.device_count()} x {jax.devices()[0].device_kind}')
   with open(os.path.join(log_dir, 'profile_summary.txt'), 'w') as f:

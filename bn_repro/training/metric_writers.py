@@ -1,8 +1,8 @@
 """Where metrics go: log lines, TensorBoard events (clu, where TensorFlow is installed), and
 a JSON-lines file to plot from (Workdir.read_metrics reads it back).
 
-Only process 0 writes files; other processes only log. Without TensorFlow (an
-accelerator image that has none) training still runs: its metrics go to the log and
+Only process 0 writes files; other processes only log. Without TensorFlow or clu (an
+accelerator image that has neither) training still runs: its metrics go to the log and
 the JSON-lines file, and a warning says that TensorBoard events are not written.
 """
 
@@ -22,7 +22,7 @@ try:
   # clu's metric_writers package imports TensorFlow for its TensorBoard writer.
   from clu import metric_writers as clu_writers
 except ModuleNotFoundError as error:
-  if not (error.name or '').startswith(('tensorflow', 'tensorboard')):
+  if (error.name or '').split('.')[0] not in ('clu', 'tensorflow', 'tensorboard'):
     raise
   clu_writers = None
 
@@ -100,8 +100,8 @@ def create_writer(directory: str, *, jsonl_file: str | None = None) -> Writers:
   if clu_writers is not None:
     writers = [clu_writers.create_default_writer(directory, asynchronous=False)]
   else:
-    logging.warning('TensorFlow is not installed: no TensorBoard events in %s (metrics go to '
-                    'the log%s)', directory, f' and {jsonl_file}' if jsonl_file else '')
+    logging.warning('TensorFlow or clu is not installed: no TensorBoard events in %s (metrics '
+                    'go to the log%s)', directory, f' and {jsonl_file}' if jsonl_file else '')
     writers = [LogWriter()]
   if jsonl_file:
     writers.append(JsonLinesWriter(jsonl_file))
