@@ -35,6 +35,8 @@ flags.DEFINE_string('profile_dir', None, 'Where part 7 writes its trace and summ
                     '(default: profile/ beside --output, else a temporary directory).')
 flags.DEFINE_integer('profile_steps', 5, 'Train steps traced by part 7.')
 flags.DEFINE_integer('pipeline_batch', 128, 'Batch of the input-pipeline comparison (part 3).')
+flags.DEFINE_enum('pipeline_side', '320', ['256', '288', '320', '352'],
+                  'Shorter side of the pre-resized copy that part 3 measures.')
 flags.DEFINE_string('output', None, 'JSON file for the results.')
 flags.mark_flags_as_required(['config'])
 cli.answer_help()   # before the imports below, which load TensorFlow and JAX (seconds)
@@ -76,7 +78,8 @@ def main(argv):
   if 3 in parts:
     from bn_repro.benchmarks import input_pipeline  # TensorFlow only for the parts that read data
     r = results['3_input_pipeline'] = input_pipeline.compare(
-        config, batch=f.pipeline_batch, num_batches=f.steps, repeats=f.repeats)
+        config, batch=f.pipeline_batch, num_batches=f.steps, repeats=f.repeats,
+        side=int(f.pipeline_side))
     print(f'3 input pipeline, photo-like JPEGs ({r["jpeg_sizes"]}), photometric strength '
           f'{r["photometric_strength"]:g}:')
     for name, v in r.items():
