@@ -7,7 +7,9 @@ The batches keep the real pipeline's contract: the same keys and dtypes (uint8
 images, int32 labels, the per-example augmentation seeds when the train step
 augments), the per-process batch, steps per epoch, and exact, padded eval
 batches. Each batch is a pure function of (seed, process, step), so a resumed
-run sees what an uninterrupted one saw. A run learns nothing from noise.
+run sees what an uninterrupted one saw. A run learns nothing from noise. Split
+sizes come from data.num_train_examples / num_eval_examples (default: the
+dataset's), not from the split names.
 """
 
 from __future__ import annotations
