@@ -532,3 +532,17 @@ def _alive(pid):
     return False
   with open(f'/proc/{pid}/stat') as f:          # a zombie is dead, only not yet reaped
     return f.read().split()[2] != 'Z'
+
+
+def test_a_signal_while_the_launcher_starts_its_workers_is_passed_on():
+  """A signal while the workers start (a scheduler's SIGTERM may come then; here worker 0
+  sends it at once) does not kill the launcher: it passes the signal on to every worker it
+  started, starts no more, and exits with their status (0 if they save and exit, a
+  worker's own status if the signal caught it before its handler)."""
+  worker = ('trap "echo saved; exit 0" TERM; '
+            '[ "$BN_REPRO_PROCESS_ID" = 0 ] && kill -TERM $PPID; sleep 30 & wait')
+  launcher = subprocess.run(
+      [sys.executable, 'scripts/launch_local.py', '--num_processes', '2', '--', 'sh', '-c',
+       worker], cwd=REPO, capture_output=True, text=True, timeout=60)
+  assert launcher.returncode >= 0, 'the launcher was killed by the signal'
+  assert '[p0] saved' in launcher.stdout, (launcher.returncode, launcher.stdout)

@@ -55,42 +55,53 @@ def launch_local(command: list[str], num_processes: int, *, cpu_devices_per_proc
     raise ValueError(f'num_processes={num_processes} must be at least 1')
   port = free_port()
   procs, outputs, pumps = [], [], []
-  for index in range(num_processes):
-    process_env = dict(os.environ if env is None else env)
-    process_env.update(BN_REPRO_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
-                       BN_REPRO_NUM_PROCESSES=str(num_processes),
-                       BN_REPRO_PROCESS_ID=str(index), PYTHONUNBUFFERED='1')
-    if cpu_devices_per_process:
-      flags = process_env.get('XLA_FLAGS', '').split()
-      flags = [f for f in flags if not f.startswith('--xla_force_host_platform_device_count')]
-      flags.append(f'--xla_force_host_platform_device_count={cpu_devices_per_process}')
-      process_env['XLA_FLAGS'] = ' '.join(flags)
-      process_env['JAX_PLATFORMS'] = 'cpu'
-    proc = subprocess.Popen(command, env=process_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=_die_with_parent)
-    lines = []
-    pump = threading.Thread(target=_pump, args=(proc.stdout, f'[p{index}] ', sink, lines),
-                            daemon=True)
-    pump.start()
-    procs.append(proc)
-    outputs.append(lines)
-    pumps.append(pump)
+  forwarded = []      # the signals received, in order
+  delivered = set()   # (pid, signal) already passed on
 
-  forwarded = []
+  def pass_on():
+    for number in forwarded:
+      for proc in procs:
+        if (proc.pid, number) not in delivered and proc.poll() is None:
+          os.killpg(proc.pid, number)
+          delivered.add((proc.pid, number))
 
   def forward(number, _):
     forwarded.append(number)
-    for proc in procs:
-      if proc.poll() is None:
-        os.killpg(proc.pid, number)
+    pass_on()
 
+  # Before the workers start: a signal while they start must reach them, not kill the
+  # launcher.
   previous = {}
   if threading.current_thread() is threading.main_thread():
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
   status = None
   deadline = time.time() + timeout
   try:
+    for index in range(num_processes):
+      if forwarded:
+        break   # a signal arrived while starting: start no more
+      process_env = dict(os.environ if env is None else env)
+      process_env.update(BN_REPRO_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+                         BN_REPRO_NUM_PROCESSES=str(num_processes),
+                         BN_REPRO_PROCESS_ID=str(index), PYTHONUNBUFFERED='1')
+      if cpu_devices_per_process:
+        flags = process_env.get('XLA_FLAGS', '').split()
+        flags = [f for f in flags if not f.startswith('--xla_force_host_platform_device_count')]
+        flags.append(f'--xla_force_host_platform_device_count={cpu_devices_per_process}')
+        process_env['XLA_FLAGS'] = ' '.join(flags)
+        process_env['JAX_PLATFORMS'] = 'cpu'
+      proc = subprocess.Popen(command, env=process_env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                              preexec_fn=_die_with_parent)
+      procs.append(proc)
+      pass_on()   # a signal that came while it started
+      lines = []
+      pump = threading.Thread(target=_pump, args=(proc.stdout, f'[p{index}] ', sink, lines),
+                              daemon=True)
+      pump.start()
+      outputs.append(lines)
+      pumps.append(pump)
+
     while status is None:
       codes = [p.poll() for p in procs]
       failed = [c for c in codes if c not in (None, 0)]
