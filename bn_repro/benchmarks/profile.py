@@ -48,15 +48,13 @@ _CALLS = re.compile(r'(?:calls|to_apply|body|condition|branch_computations)=\{?%
 _TARGET = re.compile(r'custom_call_target="([^"]*)"')
 _SOURCE_FILE = re.compile(r'source_file="([^"]*)"')
 _FRAME = re.compile(r'stack_frame_id=(\d+)')
-_OP_NAME = re.compile(r'op_name="([^"]*)"')
 _MODULE = re.compile(r'^HloModule ([\w.\-]+)')
 
 
 class _Instruction:
 
-  def __init__(self, opcode, calls, target, files, op_name):
-    self.opcode, self.calls, self.target = opcode, calls, target
-    self.files, self.op_name = files, op_name
+  def __init__(self, opcode, calls, target, files):
+    self.opcode, self.calls, self.target, self.files = opcode, calls, target, files
 
 
 def _stack_files(text: str) -> dict[int, tuple[str, ...]]:
@@ -112,10 +110,8 @@ def parse_hlo(text: str) -> tuple[str, dict[str, dict[str, _Instruction]]]:
     files = frame_files.get(int(frame.group(1)), ()) if frame else ()
     files += tuple(_SOURCE_FILE.findall(rest))
     target = _TARGET.search(rest)
-    op_name = _OP_NAME.search(rest)
     current[name] = _Instruction(opcode.group(1) if opcode else '', _CALLS.findall(rest),
-                                 target.group(1) if target else '', files,
-                                 op_name.group(1) if op_name else '')
+                                 target.group(1) if target else '', files)
   return (module.group(1) if module else ''), computations
 
 
