@@ -12,7 +12,9 @@
 Parts: 1 bare train step, 2 full training loop, 3 input pipeline vs bare
 tf.data, 4 synced vs per-device BN, 5 population-statistics vs eval pass,
 6 FLOPs per image (and MFU on an accelerator), 7 a jax.profiler trace of the
-train step summarized by category (bn_repro/benchmarks/profile.py).
+train step summarized by category (bn_repro/benchmarks/profile.py), 8 which
+pre-resized copy to store: size, host cost and fidelity of each
+(bn_repro/benchmarks/stored_copies.py; not in the default parts).
 """
 
 import os
@@ -37,6 +39,8 @@ flags.DEFINE_integer('profile_steps', 5, 'Train steps traced by part 7.')
 flags.DEFINE_integer('pipeline_batch', 128, 'Batch of the input-pipeline comparison (part 3).')
 flags.DEFINE_enum('pipeline_side', '320', ['256', '288', '320', '352'],
                   'Shorter side of the pre-resized copy that part 3 measures.')
+flags.DEFINE_list('stored_copies', ['320:90', '320:85', '320:80', '320:75', '288:90', '256:90'],
+                  'SIDE:QUALITY of each pre-resized copy that part 8 compares with the originals.')
 flags.DEFINE_string('output', None, 'JSON file for the results.')
 flags.mark_flags_as_required(['config'])
 cli.answer_help()   # before the imports below, which load TensorFlow and JAX (seconds)
@@ -55,6 +59,9 @@ def main(argv):
   batch = config.global_batch_size
   device_map.per_device_batch('global_batch_size', batch)
   parts = {int(p) for p in f.parts}
+  if 8 in parts:   # a bad --stored_copies fails before the other parts run
+    from bn_repro.benchmarks import stored_copies  # noqa: PLC0415 (TensorFlow only for part 8)
+    copies = stored_copies.parse_copies(f.stored_copies)
   results = {'config': config.name, 'global_batch': batch, 'dtype': config.model.dtype,
              'environment': timing.environment()}
   print(f'{config.name}: global batch {batch} on {device_map.device_count()} '
@@ -114,6 +121,19 @@ def main(argv):
           f'{1000 * r["traced_op_seconds_per_step"]:.2f} ms of device ops per step; '
           + ', '.join(f'{k} {100 * v["share"]:.1f}%' for k, v in shares)
           + f'; table in {log_dir}/profile_summary.txt')
+
+  if 8 in parts:
+    r = results['8_stored_copies'] = stored_copies.compare(
+        config.data, copies, batch=f.pipeline_batch,
+        num_batches=f.steps, repeats=f.repeats)
+    print('8 stored copies (train crops, augmentation on the device; fidelity against the '
+          'uncompressed photographs):')
+    for name, v in r.items():
+      small = v['fidelity_db_small_crops']
+      print(f'  {name}: {v["jpeg_kb"]:.0f} KB, {v["cpu_ms_per_image"]:.2f} CPU-ms/image = '
+            f'{v["images_per_s_per_core"]:.0f} images/s per core, fidelity '
+            f'{v["fidelity_db"]:.2f} dB' + (f' ({small:.2f} dB on crops under 30% of the area)'
+                                           if small is not None else ''))
 
   if f.output:
     write_json_on_process_0(f.output, results)
