@@ -52,8 +52,9 @@ def make_copy(original_jpegs: list[bytes], side: int, quality: int) -> list[byte
 
 
 def crop_boxes(count: int, images: int, min_area: float, aspect_ratio, seed: int = 0):
-  """(image index, [y0, x0, y1, x1] relative to the image, area) of `count` crops drawn as
-  the training pipeline draws them (8%-100% of the area, 3/4-4/3 aspect)."""
+  """(image index, [y0, x0, y1, x1] relative to the image, area) of `count` crops of the
+  training pipeline's range (area uniform from min_area to 1, aspect log-uniform, clipped to
+  the image), for the fidelity; the timed map draws its own with the pipeline's sampler."""
   rng = np.random.default_rng(seed)
   boxes = []
   for k in range(count):
