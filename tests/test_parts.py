@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from bn_repro import host
 from bn_repro.loop import config_checks
 from bn_repro.parallel import device_map
 from bn_repro.research import code_identity, parts_report
@@ -62,9 +63,12 @@ def test_rate_grid_changes_only_the_rate_and_every_part_validates(repo_root, mon
     pt.parse_parts('controls,bogus')
 
 
-def _identity(code='aaaa', jax='0.10.2'):
-  return {'commit': 'c' * 40, 'dirty': False, 'code_hash': code,
-          'versions': {'python': '3.11', 'jax': jax}}
+def _identity(code='aaaa', jax='0.10.2', cpu=None):
+  identity = {'commit': 'c' * 40, 'dirty': False, 'code_hash': code,
+              'versions': {'python': '3.11', 'jax': jax}}
+  if cpu:
+    identity['host'] = {'cpu': cpu, 'machine': 'x86_64'}
+  return identity
 
 
 def test_code_identity_records_and_the_pooling_check(tmp_path, repo_root):
@@ -81,7 +85,30 @@ def test_code_identity_records_and_the_pooling_check(tmp_path, repo_root):
   assert 'resumed under other code' in check.note
   now = code_identity.current(repo_root)
   assert len(now['code_hash']) == 16 and now['versions']['jax'] != 'absent'
+  assert now['host']['cpu'] == host.cpu_model()
   assert not any(p.startswith('bn_repro/research/') for p in code_identity.source_files(repo_root))
+
+
+def test_runs_of_one_code_on_different_cpus_pool_flagged(tmp_path):
+  intel, amd, old = (str(tmp_path / n) for n in ('intel', 'amd', 'old'))
+  code_identity.record_start(intel, _identity(cpu='Intel Xeon (family 6, model 143)'), 0)
+  code_identity.record_start(amd, _identity(cpu='AMD EPYC (family 26, model 2)'), 0)
+  code_identity.record_start(old, _identity(), 0)   # recorded before hosts were
+  assert code_identity.of_run(amd).cpus == ('AMD EPYC (family 26, model 2)',)
+  check = code_identity.check_pool({'intel': intel, 'amd': amd, 'old': old})
+  assert check.ok and 'pooled across CPUs' in check.note
+  assert 'old: not recorded' in check.note
+  same = code_identity.check_pool({'intel': intel, 'old': old})
+  assert same.ok and 'CPUs' not in same.note
+
+
+def test_the_host_cpu_is_named_with_its_family_and_model(tmp_path):
+  cpuinfo = tmp_path / 'cpuinfo'
+  cpuinfo.write_text('processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\n'
+                     'model\t\t: 2\nmodel name\t: AMD EPYC\n\nprocessor\t: 1\n'
+                     'model name\t: other\n')
+  assert host.cpu_model(str(cpuinfo)) == 'AMD EPYC (family 26, model 2)'
+  assert host.cpu_model(str(tmp_path / 'missing'))   # platform's guess, never empty
 
 
 def test_a_nan_stop_is_recorded_and_never_retried(tmp_path):

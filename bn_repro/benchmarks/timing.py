@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import resource
 import statistics
 import time
@@ -16,6 +15,7 @@ from typing import Callable
 
 import jax
 
+from bn_repro import host
 from bn_repro.parallel import device_map
 
 
@@ -59,27 +59,7 @@ def time_iterator(make_iterator: Callable, num_batches: int, batch_size: int) ->
   return images / wall, 1000 * cpu / images
 
 
-def host_cpu(cpuinfo: str = '/proc/cpuinfo') -> str:
-  """The host CPU's model as Linux names it (with its family/model numbers, which tell
-  generations apart where the name does not, e.g. 'AMD EPYC'), else platform's guess.
-  Per-core throughput of the input pipeline depends on it."""
-  fields = {}
-  try:
-    with open(cpuinfo) as f:
-      for line in f:
-        key, _, value = line.partition(':')
-        if not key.strip():
-          break   # the first processor's block is enough
-        fields.setdefault(key.strip(), value.strip())
-  except OSError:
-    return platform.processor() or platform.machine()
-  name = fields.get('model name', platform.processor() or platform.machine())
-  if 'cpu family' in fields and 'model' in fields:
-    name += f' (family {fields["cpu family"]}, model {fields["model"]})'
-  return name
-
-
 def environment() -> dict:
   return {'jax': jax.__version__, 'backend': jax.default_backend(),
           'devices': device_map.device_count(), 'device_kind': jax.devices()[0].device_kind,
-          'cpu_count': os.cpu_count(), 'host_cpu': host_cpu()}
+          'cpu_count': os.cpu_count(), 'host_cpu': host.cpu_model()}

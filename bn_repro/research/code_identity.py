@@ -5,7 +5,9 @@ A run's code identity is the hash of the sources that decide what is trained
 (bn_repro/ except research/, which only runs and reports; configs/; the
 training scripts) and the versions of the libraries the numbers depend on.
 The commit and the dirty flag are recorded too, but two runs of the same
-sources at different commits (a documentation commit in between) pool.
+sources at different commits (a documentation commit in between) pool. So is
+the host's CPU: runs of one code on different CPUs pool, flagged, since XLA's
+CPU numerics differ between CPUs (docs/controls.md measures by how much).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import platform
 import subprocess
 
+from bn_repro import host
 from bn_repro.workdir import Workdir
 
 RECORD_FILE = 'code_identity.jsonl'   # in the run's workdir, one line per start
@@ -77,7 +80,8 @@ def current(repo: str) -> dict:
                  'configs', 'scripts')
   return {'commit': _git(repo, 'rev-parse', 'HEAD') or 'unknown',
           'dirty': bool(changes) if changes is not None else None,
-          'code_hash': code_hash(repo), 'versions': versions()}
+          'code_hash': code_hash(repo), 'versions': versions(),
+          'host': {'cpu': host.cpu_model(), 'machine': platform.machine()}}
 
 
 def key(identity: dict) -> str:
@@ -112,11 +116,12 @@ def last_step(workdir: str) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class RunIdentity:
-  """What a run's records say: its code (None: never recorded) and whether it was resumed
-  under other code than it started with."""
+  """What a run's records say: its code (None: never recorded), whether it was resumed
+  under other code than it started with, and the CPUs it ran on (empty: not recorded)."""
   key: str | None
   commit: str
   mixed: bool
+  cpus: tuple[str, ...] = ()
 
   @property
   def label(self) -> str:
@@ -132,7 +137,8 @@ def of_run(workdir: str) -> RunIdentity:
   if not records:
     return RunIdentity(None, 'unknown', False)
   keys = {key(r) for r in records}
-  return RunIdentity(key(records[-1]), records[-1]['commit'], len(keys) > 1)
+  cpus = tuple(sorted({r['host']['cpu'] for r in records if 'host' in r}))
+  return RunIdentity(key(records[-1]), records[-1]['commit'], len(keys) > 1, cpus)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +150,8 @@ class PoolCheck:
 
 def check_pool(runs: dict[str, str]) -> PoolCheck:
   """runs: {label: workdir} of one table. Not ok when two recorded runs have different code
-  or one run was resumed under other code; runs without records are named, not refused."""
+  or one run was resumed under other code; runs without records are named, not refused,
+  and so are runs of one code on different CPUs."""
   identities = {label: of_run(w) for label, w in runs.items()}
   recorded = {label: i for label, i in identities.items() if i.key is not None}
   keys = {i.key for i in recorded.values()}
@@ -156,6 +163,11 @@ def check_pool(runs: dict[str, str]) -> PoolCheck:
         f'{label}: {i.label}' for label, i in sorted(recorded.items())))
   if mixed:
     notes.append('resumed under other code than they started with: ' + ', '.join(mixed))
+  cpus = sorted({cpu for i in recorded.values() for cpu in i.cpus})
+  if len(cpus) > 1:
+    notes.append('pooled across CPUs (same code; XLA\'s CPU numerics differ between them): '
+                 + '; '.join(f'{label}: {", ".join(i.cpus) or "not recorded"}'
+                             for label, i in sorted(recorded.items())))
   if unrecorded:
     notes.append(f'{len(unrecorded)} run(s) without a code record (made before records '
                  'existed): ' + ', '.join(unrecorded))

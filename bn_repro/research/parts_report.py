@@ -354,20 +354,23 @@ def write(out_dir: str, *, mode: str, dataset: str, plan: pt.PartsPlan, parts: t
                lambda: converged(finished, plan))
   sections.add('6. What results/full\'s committed files say (corrections)', {},
                lambda: reference_corrections(out_dir, reference))
-  identities = sorted((r.slug, code_identity.of_run(w).label) for r, w in finished.items())
+  identities = sorted((r.slug, code_identity.of_run(w)) for r, w in finished.items())
   progress = [f'{p}: {sum(r in finished for r in runs)}/{len(runs)} finished'
               for p, runs in all_runs.items()]
   head = [f'# Which part of the speed-up is BN\'s ({mode} mode, {dataset})\n\n',
           f'Parts asked for this invocation: {", ".join(parts)}. Runs finished: '
           f'{"; ".join(progress)}. Code now: commit {identity["commit"][:12]}'
           f'{" (dirty)" if identity["dirty"] else ""}, code {identity["code_hash"]}, '
-          + ', '.join(f'{k} {v}' for k, v in identity['versions'].items()) + '.\n\n',
-          '## Code identity of each run\n\n| run | code |\n|---|---|\n',
-          *(f'| {slug} | {label} |\n' for slug, label in identities)]
+          + ', '.join(f'{k} {v}' for k, v in identity['versions'].items())
+          + (f', on {identity["host"]["cpu"]}' if 'host' in identity else '') + '.\n\n',
+          '## Code identity of each run\n\n| run | code | host CPU |\n|---|---|---|\n',
+          *(f'| {slug} | {i.label} | {", ".join(i.cpus) or "not recorded"} |\n'
+            for slug, i in identities)]
   with open(rp.results_path(out_dir, TABLES_FILE), 'w', encoding='utf-8') as f:
     f.write(''.join(head + sections.parts))
   write_json_on_process_0(rp.results_path(out_dir, SUMMARY_FILE), {
       'mode': mode, 'dataset': dataset, 'plan': plan.__dict__, 'parts': list(parts),
       'progress': progress, 'code_now': identity, 'refused_sections': sections.refused,
-      'runs': {slug: label for slug, label in identities}, 'commands': commands})
+      'runs': {slug: i.label for slug, i in identities},
+      'run_cpus': {slug: list(i.cpus) for slug, i in identities}, 'commands': commands})
   return sections.refused
