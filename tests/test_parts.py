@@ -98,7 +98,11 @@ def test_runs_of_one_code_on_different_cpus_pool_flagged(tmp_path):
   check = code_identity.check_pool({'intel': intel, 'amd': amd, 'old': old})
   assert check.ok and 'pooled across CPUs' in check.note
   assert 'old: not recorded' in check.note
-  same = code_identity.check_pool({'intel': intel, 'old': old})
+  partly = code_identity.check_pool({'intel': intel, 'old': old})
+  assert partly.ok and 'may be pooled across CPUs' in partly.note and 'old' in partly.note
+  second = str(tmp_path / 'second')
+  code_identity.record_start(second, _identity(cpu='Intel Xeon (family 6, model 143)'), 0)
+  same = code_identity.check_pool({'intel': intel, 'second': second})
   assert same.ok and 'CPUs' not in same.note
 
 
@@ -109,6 +113,9 @@ def test_the_host_cpu_is_named_with_its_family_and_model(tmp_path):
                      'model name\t: other\n')
   assert host.cpu_model(str(cpuinfo)) == 'AMD EPYC (family 26, model 2)'
   assert host.cpu_model(str(tmp_path / 'missing'))   # platform's guess, never empty
+  arm = tmp_path / 'arm'
+  arm.write_text('processor\t: 0\nCPU implementer\t: 0x41\nCPU part\t: 0xd4f\n')
+  assert '(implementer 0x41, part 0xd4f)' in host.cpu_model(str(arm))
 
 
 def test_a_nan_stop_is_recorded_and_never_retried(tmp_path):

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from bn_repro.benchmarks.input_pipeline import photo_like
+from bn_repro.errors import ConfigError
 from bn_repro.benchmarks.timing import time_iterator
 from bn_repro.data import preprocessing, resized
 
@@ -40,7 +41,7 @@ def parse_copies(specs: list[str]) -> list[tuple[int, int]]:
     side, sep, quality = spec.partition(':')
     if not (sep and side.isdigit() and quality.isdigit() and 0 < int(quality) <= 100
             and int(side) > 0):
-      raise ValueError(f'stored copy {spec!r}: expected SIDE:QUALITY, e.g. 320:90 '
+      raise ConfigError(f'stored copy {spec!r}: expected SIDE:QUALITY, e.g. 320:90 '
                        '(a positive side, quality 1-100)')
     copies.append((int(side), int(quality)))
   return copies
@@ -51,16 +52,20 @@ def make_copy(original_jpegs: list[bytes], side: int, quality: int) -> list[byte
                             quality=quality).numpy() for j in original_jpegs]
 
 
-def crop_boxes(count: int, images: int, min_area: float, aspect_ratio, seed: int = 0):
+def crop_boxes(count: int, images: int, image_hw, min_area: float, aspect_ratio,
+               seed: int = 0):
   """(image index, [y0, x0, y1, x1] relative to the image, area) of `count` crops of the
-  training pipeline's range (area uniform from min_area to 1, aspect log-uniform, clipped to
-  the image), for the fidelity; the timed map draws its own with the pipeline's sampler."""
+  training pipeline's range on images of `image_hw` (area uniform from min_area to 1, pixel
+  aspect log-uniform, clipped to the image), for the fidelity; the timed map draws its own
+  crops with the pipeline's sampler."""
   rng = np.random.default_rng(seed)
+  height, width = image_hw
   boxes = []
   for k in range(count):
     area = rng.uniform(min_area, 1.0)
-    aspect = np.exp(rng.uniform(*np.log(aspect_ratio)))
-    h, w = min(1.0, np.sqrt(area / aspect)), min(1.0, np.sqrt(area * aspect))
+    aspect = np.exp(rng.uniform(*np.log(aspect_ratio)))   # width / height, in pixels
+    h = min(1.0, np.sqrt(area * width / (aspect * height)))
+    w = min(1.0, np.sqrt(area * aspect * height / width))
     y, x = rng.uniform(0, 1 - h), rng.uniform(0, 1 - w)
     boxes.append((k % images, [y, x, y + h, x + w], h * w))
   return boxes
@@ -82,7 +87,7 @@ def crops_at_output_scale(images, boxes, size: int) -> list[np.ndarray]:
 
 def psnr(crops, reference) -> float:
   mse = np.mean([np.mean((c - r) ** 2) for c, r in zip(crops, reference)])
-  return float(10 * np.log10(255.0 ** 2 / mse))
+  return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))   # identical: 148 dB, not inf
 
 
 def host_train_cost(jpegs: list[bytes], data_config, batch: int, num_batches: int):
@@ -114,8 +119,8 @@ def compare(data_config, copies: list[tuple[int, int]], *, images: int = 96, bat
   for side, quality in copies:
     variants[f'side{side}_q{quality}'] = make_copy(originals, side, quality)
 
-  boxes = crop_boxes(CROPS_PER_IMAGE * images, images, data_config.min_area,
-                     tuple(data_config.aspect_ratio))
+  boxes = crop_boxes(CROPS_PER_IMAGE * images, images, photographs[0].shape[:2],
+                     data_config.min_area, tuple(data_config.aspect_ratio))
   small = [area < SMALL_CROP_AREA for *_, area in boxes]
   size = data_config.image_size
   reference = crops_at_output_scale(photographs, boxes, size)

@@ -164,10 +164,14 @@ def check_pool(runs: dict[str, str]) -> PoolCheck:
   if mixed:
     notes.append('resumed under other code than they started with: ' + ', '.join(mixed))
   cpus = sorted({cpu for i in recorded.values() for cpu in i.cpus})
+  without_cpu = sorted(label for label, i in recorded.items() if not i.cpus)
   if len(cpus) > 1:
     notes.append('pooled across CPUs (same code; XLA\'s CPU numerics differ between them): '
                  + '; '.join(f'{label}: {", ".join(i.cpus) or "not recorded"}'
                              for label, i in sorted(recorded.items())))
+  elif cpus and without_cpu:
+    notes.append(f'may be pooled across CPUs: the others ran on {cpus[0]}, these have no CPU '
+                 'record: ' + ', '.join(without_cpu))
   if unrecorded:
     notes.append(f'{len(unrecorded)} run(s) without a code record (made before records '
                  'existed): ' + ', '.join(unrecorded))
