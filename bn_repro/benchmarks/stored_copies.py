@@ -25,9 +25,9 @@ import numpy as np
 import tensorflow as tf
 
 from bn_repro.benchmarks.input_pipeline import photo_like
-from bn_repro.errors import ConfigError
 from bn_repro.benchmarks.timing import time_iterator
 from bn_repro.data import preprocessing, resized
+from bn_repro.errors import ConfigError
 
 ORIGINAL_QUALITY = 90   # about ImageNet's own
 SMALL_CROP_AREA = 0.3
@@ -85,8 +85,9 @@ def crops_at_output_scale(images, boxes, size: int) -> list[np.ndarray]:
   return out
 
 
-def psnr(crops, reference) -> float:
-  mse = np.mean([np.mean((c - r) ** 2) for c, r in zip(crops, reference)])
+def psnr(squared_errors) -> float:
+  """PSNR of the mean of per-crop mean squared errors."""
+  mse = float(np.mean(squared_errors))
   return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))   # identical: 148 dB, not inf
 
 
@@ -121,7 +122,7 @@ def compare(data_config, copies: list[tuple[int, int]], *, images: int = 96, bat
 
   boxes = crop_boxes(CROPS_PER_IMAGE * images, images, photographs[0].shape[:2],
                      data_config.min_area, tuple(data_config.aspect_ratio))
-  small = [area < SMALL_CROP_AREA for *_, area in boxes]
+  small = np.array([area < SMALL_CROP_AREA for *_, area in boxes])
   size = data_config.image_size
   reference = crops_at_output_scale(photographs, boxes, size)
 
@@ -132,14 +133,13 @@ def compare(data_config, copies: list[tuple[int, int]], *, images: int = 96, bat
   results = {}
   for name, jpegs in variants.items():
     decoded = [tf.image.decode_jpeg(j, channels=3) for j in jpegs]
-    crops = crops_at_output_scale(decoded, boxes, size)
+    errors = np.array([np.mean((c - r) ** 2) for c, r in
+                       zip(crops_at_output_scale(decoded, boxes, size), reference)])
     cpu_ms = statistics.median(c[1] for c in costs[name])
     results[name] = {
         'jpeg_kb': float(np.mean([len(j) for j in jpegs]) / 1000),
         'cpu_ms_per_image': cpu_ms, 'cpu_ms_by_repeat': [round(c[1], 3) for c in costs[name]],
         'images_per_s_per_core': 1000 / cpu_ms,
-        'fidelity_db': psnr(crops, reference),
-        'fidelity_db_small_crops': (psnr([c for c, s in zip(crops, small) if s],
-                                         [r for r, s in zip(reference, small) if s])
-                                    if any(small) else None)}
+        'fidelity_db': psnr(errors),
+        'fidelity_db_small_crops': psnr(errors[small]) if small.any() else None}
   return results
