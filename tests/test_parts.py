@@ -194,8 +194,19 @@ def test_partial_report_from_fabricated_runs(tmp_path, repo_root):
   assert '| BN-Baseline | 1 | 0.0015 | - | not run yet |  |' in text
   assert '| Inception | 1x |' in text                   # the largest rate that trains
   assert 'not run yet' in text and os.path.exists(out / parts_report.THRESHOLD_PLOT)
+  # The verdicts: BN-x5 (population 80% at step 100) against its recipe without BN (82% at
+  # 300); the rate grid lacks BN-Baseline, so that claim is untested.
+  assert ("| The speed-up is BN's: BN-x5 reaches it before its recipe without BN, with "
+          'population statistics | issue 22 | steps to 80.00%, seed 0: BN-x5 without BN 300; '
+          'BN-x5 100 | **held (1 seed: no spread)** |') in text
+  assert '| BN allows much higher learning rates' in text and \
+      'the BN-Baseline rate grid: not run yet | **not tested** |' in text
+  summary = json.load(open(out / parts_report.SUMMARY_FILE, encoding='utf-8'))
+  assert len(summary['claims']) == text.count('| **')
   code_identity.record_start(str(out / 'runs' / 'bn_x5_seed0'), _identity(code='bbbb'), 200)
   refused, text = report(allow_mixed_code=False)
-  assert refused == ['2. Recipe against BN: controls'] and '**Refused**' in text
+  assert refused == ['2. Recipe against BN: controls',
+                     '7. The claims: held, not held, not tested'] and '**Refused**' in text
+  assert json.load(open(out / parts_report.SUMMARY_FILE, encoding='utf-8'))['claims'] == []
   refused, text = report(allow_mixed_code=True)
   assert not refused and '**Flagged: pools runs of different code**' in text

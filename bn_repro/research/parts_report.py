@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from bn_repro.data import crops
-from bn_repro.research import code_identity, figures, plots
+from bn_repro.research import claims, code_identity, figures, plots
 from bn_repro.research import parts as pt
 from bn_repro.research import parts_tables as tb
 from bn_repro.research import reproduce as rp
@@ -37,6 +37,17 @@ CONTRASTS = (
     ('rest of BN-x5\'s recipe, no BN', 'Inception, 6x decay', 'BN-x5 without BN'),
     ('everything (BN-x5 vs Inception)', 'Inception', 'BN-x5'),
 )
+
+
+def claims_head(plan: pt.PartsPlan) -> str:
+  return ('Each claim as the runs of sections 2-5 (this code) or results/full\'s committed '
+          'files (section 6) test it. A comparison of two models pairs them seed by seed: '
+          '"held" means at every seed both finished, "held in k of n seeds" only at some. '
+          'Steps are to the first evaluation at or above the target (every '
+          f'{plan.eval_every} steps of {plan.twin_steps}; {plan.long_eval_every} of '
+          f'{plan.long_steps} in 10 epochs), so two runs that reach it at one evaluation tie, '
+          'and a tie is not sooner. Inception\'s best: the mean over its seeds of each seed\'s '
+          'best EMA top-1.\n\n')
 
 
 class Sections:
@@ -243,7 +254,7 @@ def converged(finished: dict, plan: pt.PartsPlan) -> str:
   return head + '\n\n' + model_table(groups, pt.LONG, target, plan.long_steps)
 
 
-def reference_corrections(out_dir: str, reference: str) -> str:
+def reference_corrections(out_dir: str, reference: str, ensembles: dict) -> str:
   """What results/full's own files say on the sentences issue 22 questions."""
   runs = os.path.join(reference, 'runs')
   if not os.path.isdir(runs):
@@ -276,15 +287,11 @@ def reference_corrections(out_dir: str, reference: str) -> str:
                rp.results_path(out_dir, REFERENCE_THRESHOLD_PLOT))
     parts += [tb.threshold_markdown(groups, THRESHOLDS[::2], 'population'), '',
               f'![results/full steps vs threshold]({REFERENCE_THRESHOLD_PLOT})', '']
-  mlps = {label: [figures.curves_of(w, ('eval',)) for w in
-                  sorted(glob.glob(os.path.join(runs, f'{slug}_seed[0-9]')))]
-          for label, slug in (('MLP without BN', 'mlp_without_bn'),
-                              ('MLP with BN', 'mlp_with_bn'))}
-  if all(mlps.values()):
+  mlps = reference_mlps(reference)
+  if mlps:
     parts += ['### The MLPs: steps to each threshold, seed by seed', '',
               tb.threshold_markdown(mlps, (0.80, 0.84, 0.85, 0.86, 0.87, 0.88), 'EMA',
                                     per_seed=True), '']
-  ensembles = reference_ensembles(reference)
   if ensembles:
     parts += ['### Ensembles against their mean and best member (paired, same images)', '',
               'Gain: member error - ensemble error; 95% intervals from a paired bootstrap '
@@ -292,6 +299,15 @@ def reference_corrections(out_dir: str, reference: str) -> str:
               'of the two gets right.', '', tb.ensembles_markdown(ensembles), '']
   parts += ['### 144 crops on 28x28 square images', '', crop_note()]
   return '\n'.join(parts)
+
+
+def reference_mlps(reference: str) -> dict[str, list[dict]]:
+  """The Figure 1 MLPs of results/full, seed by seed ({} unless both were run)."""
+  mlps = {label: [figures.curves_of(w, ('eval',)) for w in
+                  sorted(glob.glob(os.path.join(reference, 'runs', f'{slug}_seed[0-9]')))]
+          for label, slug in (('MLP without BN', 'mlp_without_bn'),
+                              ('MLP with BN', 'mlp_with_bn'))}
+  return mlps if all(mlps.values()) else {}
 
 
 def reference_ensembles(reference: str) -> dict[str, dict]:
@@ -352,8 +368,14 @@ def write(out_dir: str, *, mode: str, dataset: str, plan: pt.PartsPlan, parts: t
                workdirs_of(finished, pt.SEEDED + ('Inception',)), lambda: seeds(finished, plan))
   sections.add('5. A converged baseline: 10 epochs', workdirs_of(finished, pt.LONG),
                lambda: converged(finished, plan))
+  ensembles = reference_ensembles(reference) if os.path.isdir(reference) else {}
   sections.add('6. What results/full\'s committed files say (corrections)', {},
-               lambda: reference_corrections(out_dir, reference))
+               lambda: reference_corrections(out_dir, reference, ensembles))
+  verdicts = (claims.from_parts(claims.outcomes(finished), plan)
+              + claims.from_reference(ensembles, reference_mlps(reference)))
+  claims_title = '7. The claims: held, not held, not tested'
+  sections.add(claims_title, workdirs_of(finished, {r.label for r in finished}),
+               lambda: claims_head(plan) + claims.markdown(verdicts))
   identities = sorted((r.slug, code_identity.of_run(w)) for r, w in finished.items())
   progress = [f'{p}: {sum(r in finished for r in runs)}/{len(runs)} finished'
               for p, runs in all_runs.items()]
@@ -372,5 +394,8 @@ def write(out_dir: str, *, mode: str, dataset: str, plan: pt.PartsPlan, parts: t
       'mode': mode, 'dataset': dataset, 'plan': plan.__dict__, 'parts': list(parts),
       'progress': progress, 'code_now': identity, 'refused_sections': sections.refused,
       'runs': {slug: i.label for slug, i in identities},
-      'run_cpus': {slug: list(i.cpus) for slug, i in identities}, 'commands': commands})
+      'run_cpus': {slug: list(i.cpus) for slug, i in identities},
+      # A refused section's verdicts pool runs of different code: not written.
+      'claims': [] if claims_title in sections.refused else [c.__dict__ for c in verdicts],
+      'commands': commands})
   return sections.refused
