@@ -172,15 +172,13 @@ def higher_rates(runs: Runs, plan: pt.PartsPlan) -> Claim:
   return Claim(claim, source, evidence, verdict([held]))
 
 
+def _curves(runs: Runs, label: str) -> list[dict]:
+  return [o.curves for _, o in sorted(runs.get(label, {}).items()) if o.curves]
+
+
 def plateau_target(runs: Runs, plan: pt.PartsPlan) -> float | None:
-  """The mean over seeds of the 10-epoch Inception's last plateau_evals evaluations."""
-  seeds = runs.get('Inception, 10 epochs', {})
-  plateaus = []
-  for o in seeds.values():
-    values = o.curves['eval'][1][-plan.plateau_evals:] if o.curves else []
-    if values:
-      plateaus.append(sum(values) / len(values))
-  return sum(plateaus) / len(plateaus) if plateaus else None
+  """The 10-epoch Inception's plateau: the mean over seeds of its last evaluations."""
+  return tb.plateau_mean(_curves(runs, 'Inception, 10 epochs'), plan.plateau_evals)
 
 
 # (slower, faster, claim, who makes it): steps to Inception's best, with either statistics.
@@ -203,8 +201,7 @@ CONVERGED_CLAIMS = (('BN-Baseline', '13.3M', '2.3x'), ('BN-x5', '2.1M', '14x'),
 
 def from_parts(runs: Runs, plan: pt.PartsPlan) -> list[Claim]:
   """The claims the parts' runs test."""
-  target = (sum(max(o.curves['eval'][1]) for o in runs['Inception'].values())
-            / len(runs['Inception']) if runs.get('Inception') else None)
+  target = tb.best_mean(_curves(runs, 'Inception'))
   paper = 'paper, section 4.2'
   out = [fewer_steps(runs, slow, fast, stats, target, claim=claim, source=source)
          for slow, fast, claim, source in STEP_CLAIMS for stats in tb.STATS]

@@ -110,8 +110,7 @@ def model_table(groups: dict, labels, target: float | None, run_steps: int) -> s
 
 
 def inception_best(groups: dict, label: str = 'Inception') -> float | None:
-  seeds = groups.get(label)
-  return sum(max(c['eval'][1]) for c in seeds) / len(seeds) if seeds else None
+  return tb.best_mean(groups.get(label))
 
 
 def same_code(finished: dict, plan: pt.PartsPlan, reference: str) -> str:
@@ -244,8 +243,7 @@ def converged(finished: dict, plan: pt.PartsPlan) -> str:
   inception = groups.get('Inception, 10 epochs')
   if inception:
     k = plan.plateau_evals
-    plateaus = [sum(c['eval'][1][-k:]) / len(c['eval'][1][-k:]) for c in inception]
-    target = sum(plateaus) / len(plateaus)
+    target = tb.plateau_mean(inception, k)
     head = (f'Target: the Inception twin\'s plateau, the mean of its last {k} evaluations '
             f'(every {plan.long_eval_every} steps), mean over {len(inception)} seed(s): '
             f'{target:.4f}.')

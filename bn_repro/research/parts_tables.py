@@ -34,6 +34,17 @@ def value_at(points: tuple[list, list], step: int) -> float | None:
   return before[-1] if before else None
 
 
+def best_mean(seeds: list[dict]) -> float | None:
+  """The mean over seeds of each seed's best top-1 (EMA): the twins' 'Inception's best'."""
+  return statistics.fmean(max(c['eval'][1]) for c in seeds) if seeds else None
+
+
+def plateau_mean(seeds: list[dict], evals: int) -> float | None:
+  """The mean over seeds of each seed's last `evals` evaluations (EMA): a plateau."""
+  plateaus = [statistics.fmean(c['eval'][1][-evals:]) for c in seeds if c['eval'][1]]
+  return statistics.fmean(plateaus) if plateaus else None
+
+
 def steps_cell(seeds: list[dict] | None, stats: str, target: float, run_steps: int) -> str:
   """Mean (min-max) steps to `target` over seeds; a seed that never reaches it counts as the
   run's length, and the mean is then a lower bound ('>=')."""
