@@ -172,9 +172,13 @@ def test_partial_report_from_fabricated_runs(tmp_path, repo_root):
   os.remove(Workdir(diverged).results_file)
   with open(os.path.join(diverged, pt.DIVERGED_FILE), 'w', encoding='utf-8') as f:
     json.dump({'step': 3}, f)
+  stopped = _fake_run(out, 'BN-x30 without BN', 0, [(100, 0.1)], same)
+  os.remove(Workdir(stopped).results_file)
+  with open(os.path.join(stopped, pt.DIVERGED_FILE), 'w', encoding='utf-8') as f:
+    json.dump({'step': 30}, f)
   runner = Runner(str(out), [], repo_root, dry=True)
   finished = pt.train_parts(runner, pt.PARTS, plan, 'fashion_mnist', same)
-  assert len(finished) == 4
+  assert len(finished) == 5
 
   def report(**kwargs):
     refused = parts_report.write(str(out), mode='quick', dataset='fashion_mnist', plan=plan,
@@ -191,6 +195,10 @@ def test_partial_report_from_fabricated_runs(tmp_path, repo_root):
           '300 / 100 | 3.00x | - vs -: - | 60.00% vs 80.00%: +20.00% | '
           '82.00% vs 86.00%: +4.00% |') in text
   assert '| Inception | 100 | 0.15 | 0.9 | diverged at step 3 |  |' in text
+  # A control that stopped on NaN/Inf is a seed that never reaches the target.
+  assert ('| BN-x30 without BN | 1 | EMA | stopped on NaN/Inf | stopped on NaN/Inf | '
+          'never (0/1) |') in text
+  assert 'Stopped on NaN/Inf: BN-x30 without BN seed 0 (step 30).' in text
   assert '| BN-Baseline | 1 | 0.0015 | - | not run yet |  |' in text
   assert '| Inception | 1x |' in text                   # the largest rate that trains
   assert 'not run yet' in text and os.path.exists(out / parts_report.THRESHOLD_PLOT)

@@ -28,6 +28,7 @@ THRESHOLD_PLOT = 'steps_vs_threshold.png'
 RATE_PLOT = 'stable_rate.png'
 REFERENCE_THRESHOLD_PLOT = 'full_steps_vs_threshold.png'
 THRESHOLDS = tuple(t / 100 for t in range(70, 92))
+STOPPED = {metric: ([], []) for metric in rp.TWIN_EVALS}   # the curves of a NaN/Inf stop
 CONTRASTS = (
     ('BN in BN-x5\'s recipe', 'BN-x5 without BN', 'BN-x5'),
     ('BN in BN-x30\'s recipe', 'BN-x30 without BN', 'BN-x30'),
@@ -75,13 +76,15 @@ class Sections:
 
 
 def groups_of(finished: dict, labels) -> dict[str, list[dict]]:
-  """{label: [curves per seed, seed order]} of the finished, non-diverged runs of `labels`."""
+  """{label: [curves per seed, seed order]} of the finished runs of `labels`. A run that
+  stopped on NaN/Inf is a seed that never reaches any target: empty curves, whatever it
+  logged before the stop."""
   out = {}
   for label in labels:
-    runs = sorted((r for r in finished if r.label == label and not pt.diverged(finished[r])),
-                  key=lambda r: r.seed)
+    runs = sorted((r for r in finished if r.label == label), key=lambda r: r.seed)
     if runs:
-      out[label] = [figures.curves_of(finished[r], rp.TWIN_EVALS) for r in runs]
+      out[label] = [STOPPED if pt.diverged(finished[r]) else
+                    figures.curves_of(finished[r], rp.TWIN_EVALS) for r in runs]
   return out
 
 
@@ -99,13 +102,15 @@ def model_table(groups: dict, labels, target: float | None, run_steps: int) -> s
       lines.append(f'| {label} | 0 | - | {tb.NOT_RUN} | | |')
       continue
     for stats in tb.STATS:
-      if stats == 'population' and not seeds[0].get('eval_population', ([],))[0]:
+      if stats == 'population' and not any(c.get('eval_population', ([],))[0] for c in seeds):
         continue
       points = [tb.curve(c, stats) for c in seeds]
+      none = {'empty': 'stopped on NaN/Inf'}   # every seed stopped before an evaluation
       steps = tb.steps_cell(seeds, stats, target, run_steps) if target else '-'
       lines.append(f'| {label} | {len(seeds)} | {stats} | '
-                   f'{tb.spread_cell([max(v) for _, v in points])} | '
-                   f'{tb.spread_cell([v[-1] for _, v in points])} | {steps} |')
+                   f'{tb.spread_cell([max(v) if v else None for _, v in points], **none)} | '
+                   f'{tb.spread_cell([v[-1] if v else None for _, v in points], **none)} | '
+                   f'{steps} |')
   return '\n'.join(lines)
 
 

@@ -36,7 +36,8 @@ def value_at(points: tuple[list, list], step: int) -> float | None:
 
 def best_mean(seeds: list[dict]) -> float | None:
   """The mean over seeds of each seed's best top-1 (EMA): the twins' 'Inception's best'."""
-  return statistics.fmean(max(c['eval'][1]) for c in seeds) if seeds else None
+  bests = [max(c['eval'][1]) for c in seeds or () if c['eval'][1]]
+  return statistics.fmean(bests) if bests else None
 
 
 def plateau_mean(seeds: list[dict], evals: int) -> float | None:
