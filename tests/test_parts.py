@@ -159,6 +159,15 @@ def _fake_run(out, label, seed, points, identity, population=None, rate=0.0015):
   return workdir
 
 
+def test_a_ratio_has_no_bound_when_seeds_of_both_never_reach_the_target():
+  reach = {'eval': ([100, 200], [0.5, 0.9])}
+  never = {'eval': ([100, 200], [0.5, 0.6])}
+  assert tb.ratio_cell([reach, never], [never, reach], 'EMA', 0.8, 200) == \
+      'some seeds of each never reach it'
+  assert tb.ratio_cell([never], [never], 'EMA', 0.8, 200) == 'neither reaches it'
+  assert tb.ratio_cell([reach, never], [reach, reach], 'EMA', 0.8, 200) == '>=1.00x'
+
+
 def test_partial_report_from_fabricated_runs(tmp_path, repo_root):
   """Finished runs give their cells, the others say 'not run yet'; a NaN stop is a failed
   rate; a section pooling runs of different code is refused unless allowed, then flagged."""

@@ -115,7 +115,9 @@ def ratio_cell(a, b, stats: str, target: float, run_steps: int) -> str:
   (sa, all_a), (sb, all_b) = (mean_steps(a, stats, target, run_steps),
                               mean_steps(b, stats, target, run_steps))
   if not all_a and not all_b:
-    return 'neither reaches it'
+    # Seeds of both never reach it: no bound either way.
+    reached = any(rp.steps_to_reach(*curve(c, stats), target) is not None for c in a + b)
+    return 'some seeds of each never reach it' if reached else 'neither reaches it'
   if not all_b:
     return f'<={sa / sb:.2f}x' if all_a else '?'
   return ('>=' if not all_a else '') + f'{sa / sb:.2f}x'
