@@ -80,6 +80,11 @@ def steps_to(o: Outcome, stats: str, target: float) -> int | None:
   return None if o.curves is None else rp.steps_to_reach(*tb.curve(o.curves, stats), target)
 
 
+def _sooner(fast: int | None, slow: int | None) -> bool:
+  """Steps to a target (None: never): the first reaches it, at an earlier step or alone."""
+  return fast is not None and (slow is None or fast < slow)
+
+
 def fewer_steps(runs: Runs, slow: str, fast: str, stats: str, target: float | None, *,
                 claim: str, source: str) -> Claim:
   """`fast` reaches `target` at an earlier evaluation than `slow`, or `slow` never does."""
@@ -89,7 +94,7 @@ def fewer_steps(runs: Runs, slow: str, fast: str, stats: str, target: float | No
     return Claim(claim, source, _missing(slow, fast), NOT_TESTED)
   pairs = [(steps_to(runs[slow][s], stats, target), steps_to(runs[fast][s], stats, target))
            for s in seeds]
-  holds = [f is not None and (s is None or f < s) for s, f in pairs]
+  holds = [_sooner(f, s) for s, f in pairs]
   text = lambda x: 'never' if x is None else str(x)
   evidence = (f'steps to {target:.2%}, seed{"s" * (len(seeds) > 1)} '
               f'{", ".join(map(str, seeds))}: {slow} {", ".join(text(s) for s, _ in pairs)}; '
@@ -274,8 +279,7 @@ def from_reference(ensembles: dict[str, dict], mlps: dict[str, list[dict]],
 
 
 def _reaches_before(fast: dict, slow: dict, target: float) -> bool:
-  first, second = (rp.steps_to_reach(*tb.curve(c, 'EMA'), target) for c in (fast, slow))
-  return first is not None and (second is None or first < second)
+  return _sooner(*(rp.steps_to_reach(*tb.curve(c, 'EMA'), target) for c in (fast, slow)))
 
 
 def markdown(claims: list[Claim]) -> str:

@@ -257,7 +257,7 @@ def converged(finished: dict, plan: pt.PartsPlan) -> str:
   return head + '\n\n' + model_table(groups, pt.LONG, target, plan.long_steps)
 
 
-def reference_corrections(out_dir: str, reference: str, ensembles: dict) -> str:
+def reference_corrections(out_dir: str, reference: str, ensembles: dict, mlps: dict) -> str:
   """What results/full's own files say on the sentences issue 22 questions."""
   runs = os.path.join(reference, 'runs')
   if not os.path.isdir(runs):
@@ -290,7 +290,6 @@ def reference_corrections(out_dir: str, reference: str, ensembles: dict) -> str:
                rp.results_path(out_dir, REFERENCE_THRESHOLD_PLOT))
     parts += [tb.threshold_markdown(groups, THRESHOLDS[::2], 'population'), '',
               f'![results/full steps vs threshold]({REFERENCE_THRESHOLD_PLOT})', '']
-  mlps = reference_mlps(reference)
   if mlps:
     parts += ['### The MLPs: steps to each threshold, seed by seed', '',
               tb.threshold_markdown(mlps, (0.80, 0.84, 0.85, 0.86, 0.87, 0.88), 'EMA',
@@ -372,10 +371,11 @@ def write(out_dir: str, *, mode: str, dataset: str, plan: pt.PartsPlan, parts: t
   sections.add('5. A converged baseline: 10 epochs', workdirs_of(finished, pt.LONG),
                lambda: converged(finished, plan))
   ensembles = reference_ensembles(reference) if os.path.isdir(reference) else {}
+  mlps = reference_mlps(reference)
   sections.add('6. What results/full\'s committed files say (corrections)', {},
-               lambda: reference_corrections(out_dir, reference, ensembles))
+               lambda: reference_corrections(out_dir, reference, ensembles, mlps))
   verdicts = (claims.from_parts(claims.outcomes(finished), plan)
-              + claims.from_reference(ensembles, reference_mlps(reference)))
+              + claims.from_reference(ensembles, mlps))
   claims_title = '7. The claims: held, not held, not tested'
   sections.add(claims_title, workdirs_of(finished, {r.label for r in finished}),
                lambda: claims_head(plan) + claims.markdown(verdicts))
