@@ -39,7 +39,7 @@ def _check_against_probabilities(evaluation):
 
 def test_whole_chain_on_the_small_real_dataset(tiny_config, tmp_path, repo_root):
   config = tiny_config
-  config.data.eval_split = 'test[:100]'   # 100 = 3 x 32 + 4: padded batches
+  config.data.eval_split = 'test[:100]'   # 100 = 64 + 36: a padded last batch
   a = _train(config, str(tmp_path / 'a'))
   config.seed = 1
   config.model.dropout_rate = 0.1         # members may differ in their configs
@@ -71,12 +71,14 @@ def test_whole_chain_on_the_small_real_dataset(tiny_config, tmp_path, repo_root)
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
 
   records = {}
-  for stats in ('ema', 'population'):
-    for crops in (1, 10, 144):
-      evaluation = evaluate_workdir(a, EvalSpec(stats, crops), save_probs=True)
-      assert evaluation.record['examples'] == 100, (stats, crops)
-      _check_against_probabilities(evaluation)
-      records[stats, crops] = evaluation.record
+  # 144 crops once: on square 28x28 images they are degenerate, and the mock-ImageNet
+  # chain below runs them on ImageNet's own preprocessing.
+  for stats, crops in (('ema', 1), ('ema', 10), ('population', 1), ('population', 10),
+                       ('population', 144)):
+    evaluation = evaluate_workdir(a, EvalSpec(stats, crops), save_probs=True)
+    assert evaluation.record['examples'] == 100, (stats, crops)
+    _check_against_probabilities(evaluation)
+    records[stats, crops] = evaluation.record
   # One crop with the EMA is exactly the training loop's own final evaluation.
   results = Workdir(a).read_results()
   assert records['ema', 1]['top1'] == results['eval_top1']
