@@ -246,6 +246,15 @@ def _config_of(command, repo_root):
   return config
 
 
+def test_figure4_ensemble_files_are_named_back_readably(repo_root):
+  stem = figure4.output_stem(figure4.x30_seeds_label(3), 1)
+  assert os.path.exists(os.path.join(repo_root, 'results', 'full', 'eval', stem + '.json'))
+  assert figure4.label_of(stem, 3, 1) == 'ensemble of BN-x30, 3 seeds (1 crop)'
+  four = figure4.output_stem(figure4.FOUR_TWINS, 10)
+  assert figure4.label_of(four, 4, 10) == figure4.FOUR_TWINS + ' (10 crops)'
+  assert figure4.label_of(stem, 2, 1) == stem     # not the 2-seed ensemble's file
+
+
 def test_small_scale_config_takes_model_and_dataset():
   """configs/small_scale.py:MODEL[,DATASET]: Fashion-MNIST by default, names as the runs'
   workdirs know them, and a bad argument names the choices."""

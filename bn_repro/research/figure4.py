@@ -11,6 +11,25 @@ from bn_repro.research.command_runner import Runner
 from bn_repro.research.figures import first_seed_runs
 from bn_repro.workdir import Workdir
 
+FOUR_TWINS = 'ensemble of ' + ', '.join(rp.BN_TWINS)
+
+
+def x30_seeds_label(seeds: int) -> str:
+  return f'ensemble of BN-x30, {seeds} seeds'
+
+
+def output_stem(label: str, crops: int) -> str:
+  """The name of an ensemble's output file in eval/, without '.json'."""
+  return f'{rp.slug(label)}_{crops}crop'
+
+
+def label_of(stem: str, members: int, crops: int) -> str:
+  """The readable name of the ensemble saved as `stem` (the stem itself if unknown)."""
+  for label in (FOUR_TWINS, x30_seeds_label(members)):
+    if output_stem(label, crops) == stem:
+      return f'{label} ({crops} crop{"s" if crops > 1 else ""})'
+  return stem
+
 
 def figure4(runner: Runner, plan: rp.Plan, finished: dict) -> list[dict]:
   """Runs (or reuses) the evaluations; one row per evaluation that has an output."""
@@ -33,11 +52,11 @@ def figure4(runner: Runner, plan: rp.Plan, finished: dict) -> list[dict]:
                    '--split', plan.crops_split, '--output', out, data=False,
                    skip=evaluated(out, [x30]))
     rows.append(_row(out, 'BN-x30 twin', crops, 1))
-  ensembles = {'ensemble of ' + ', '.join(rp.BN_TWINS): [members[m] for m in rp.BN_TWINS],
-               f'ensemble of BN-x30, {len(x30_seeds)} seeds': sorted(x30_seeds)}
+  ensembles = {FOUR_TWINS: [members[m] for m in rp.BN_TWINS],
+               x30_seeds_label(len(x30_seeds)): sorted(x30_seeds)}
   for label, workdirs in ensembles.items():
     for crops in plan.ensemble_crops:
-      out = rp.results_path(runner.out_dir, 'eval', f'{rp.slug(label)}_{crops}crop.json')
+      out = rp.results_path(runner.out_dir, 'eval', output_stem(label, crops) + '.json')
       runner.command(f'{label}, {crops} crops', 'scripts/ensemble.py', '--workdirs',
                      ','.join(workdirs), '--statistics', 'population', '--crops', str(crops),
                      '--split', plan.crops_split, '--output', out, data=False,

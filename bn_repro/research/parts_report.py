@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from bn_repro.data import crops
-from bn_repro.research import claims, code_identity, figures, plots
+from bn_repro.research import claims, code_identity, figure4, figures, plots
 from bn_repro.research import parts as pt
 from bn_repro.research import parts_tables as tb
 from bn_repro.research import reproduce as rp
@@ -332,7 +332,8 @@ def reference_ensembles(reference: str) -> dict[str, dict]:
         members[os.path.basename(workdir)] = data['probs']
         labels = data['labels']
     else:
-      out[os.path.basename(path)[:-5]] = tb.ensemble_comparison(members, labels)
+      name = figure4.label_of(os.path.basename(path)[:-5], len(members), table['crops'])
+      out[name] = tb.ensemble_comparison(members, labels)
   return out
 
 
