@@ -168,6 +168,17 @@ def test_a_ratio_has_no_bound_when_seeds_of_both_never_reach_the_target():
   assert tb.ratio_cell([reach, never], [reach, reach], 'EMA', 0.8, 200) == '>=1.00x'
 
 
+def test_a_contrast_pairs_the_runs_of_one_seed():
+  """Seed 1 finished for both models, seed 0 only without: the paired difference at equal
+  steps is seed 1's alone, not the first run of each list."""
+  def run(top1):
+    return {'eval': ([100], [top1]), 'eval_population': ([100], [top1])}
+  groups = {'A': [run(0.50), run(0.70)], 'B': [run(0.75)]}
+  row, = tb.contrast_rows(groups, [('A vs B', 'A', 'B')], 0.9, 100, fractions=(1.0,),
+                          seeds={'A': [0, 1], 'B': [1]})
+  assert row['seeds'] == '2/1' and row['at_100'].endswith(': +5.00%')
+
+
 def test_partial_report_from_fabricated_runs(tmp_path, repo_root):
   """Finished runs give their cells, the others say 'not run yet'; a NaN stop is a failed
   rate; a section pooling runs of different code is refused unless allowed, then flagged."""

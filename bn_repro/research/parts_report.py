@@ -79,12 +79,23 @@ def groups_of(finished: dict, labels) -> dict[str, list[dict]]:
   """{label: [curves per seed, seed order]} of the finished runs of `labels`. A run that
   stopped on NaN/Inf is a seed that never reaches any target: empty curves, whatever it
   logged before the stop."""
+  return {label: [STOPPED if pt.diverged(finished[r]) else
+                  figures.curves_of(finished[r], rp.TWIN_EVALS) for r in runs]
+          for label, runs in _runs_by_seed(finished, labels).items()}
+
+
+def seeds_of(finished: dict, labels) -> dict[str, list[int]]:
+  """{label: the seed of each entry of groups_of's list}."""
+  return {label: [r.seed for r in runs]
+          for label, runs in _runs_by_seed(finished, labels).items()}
+
+
+def _runs_by_seed(finished: dict, labels) -> dict[str, list]:
   out = {}
   for label in labels:
     runs = sorted((r for r in finished if r.label == label), key=lambda r: r.seed)
     if runs:
-      out[label] = [STOPPED if pt.diverged(finished[r]) else
-                    figures.curves_of(finished[r], rp.TWIN_EVALS) for r in runs]
+      out[label] = runs
   return out
 
 
@@ -184,8 +195,8 @@ def controls(out_dir: str, finished: dict, plan: pt.PartsPlan) -> str:
            'Top-1 at equal steps with population statistics where the model has BN; the '
            'difference is paired by seed (with - without).', '']
   if target:
-    parts.append(tb.contrasts_markdown(tb.contrast_rows(groups, CONTRASTS, target,
-                                                        plan.twin_steps)))
+    parts.append(tb.contrasts_markdown(tb.contrast_rows(
+        groups, CONTRASTS, target, plan.twin_steps, seeds=seeds_of(finished, labels))))
   else:
     parts.append(f'Decomposition: {tb.NOT_RUN} (needs the Inception twin).')
   if groups:
@@ -264,10 +275,12 @@ def reference_corrections(out_dir: str, reference: str, ensembles: dict, mlps: d
     return f'{reference} has no runs.'
   twins = {'Inception': 'inception', 'BN-Baseline': 'bn_baseline', 'BN-x5': 'bn_x5',
            'BN-x30': 'bn_x30'}
-  groups = {label: [figures.curves_of(w, rp.TWIN_EVALS) for w in
-                    sorted(glob.glob(os.path.join(runs, f'{slug}_seed[0-9]')))]
-            for label, slug in twins.items()}
-  groups = {k: v for k, v in groups.items() if v}
+  workdirs = {label: sorted(glob.glob(os.path.join(runs, f'{slug}_seed[0-9]')))
+              for label, slug in twins.items()}
+  workdirs = {label: w for label, w in workdirs.items() if w}
+  groups = {label: [figures.curves_of(w, rp.TWIN_EVALS) for w in ws]
+            for label, ws in workdirs.items()}
+  seed_numbers = {label: [int(w[-1]) for w in ws] for label, ws in workdirs.items()}
   parts = []
   target = inception_best(groups)
   if target:
@@ -279,7 +292,8 @@ def reference_corrections(out_dir: str, reference: str, ensembles: dict, mlps: d
                    f'{tb.steps_cell(seeds, "population", target, steps)} |')
     rows = tb.contrast_rows(groups, [('BN-Baseline', 'Inception', 'BN-Baseline'),
                                      ('BN-x5', 'Inception', 'BN-x5'),
-                                     ('BN-x30', 'Inception', 'BN-x30')], target, steps)
+                                     ('BN-x30', 'Inception', 'BN-x30')], target, steps,
+                            seeds=seed_numbers)
     parts += ['', 'Fewer steps than Inception: ' + '; '.join(
         f'{r["with"]} {r["ratio_EMA"]} (EMA), {r["ratio_population"]} (population)'
         for r in rows) + '. Inception reaches its own best only near its last step, so every '

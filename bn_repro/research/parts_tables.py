@@ -80,10 +80,13 @@ def spread_cell(values: list[float | None], fmt: str = '{:.2%}', empty: str = NO
 
 
 def contrast_rows(groups: dict, contrasts, target: float, run_steps: int,
-                  fractions=(0.25, 0.5, 1.0)) -> list[dict]:
+                  fractions=(0.25, 0.5, 1.0), seeds: dict | None = None) -> list[dict]:
   """contrasts: [(name, without, with)] -> one row each: steps to target with EMA and
   population statistics for both models, the ratio without/with, and top-1 (population
-  where BN has it) of both at equal steps with the seed-paired difference."""
+  where BN has it) of both at equal steps with the seed-paired difference. seeds: {label:
+  the seed of each entry of groups[label]} (default 0, 1, ...); the difference pairs the two
+  models' runs of one seed, so a seed only one of them has finished is left out of it."""
+  seeds = seeds or {}
   rows = []
   for name, a, b in contrasts:
     row = {'contrast': name, 'without': a, 'with': b,
@@ -100,7 +103,9 @@ def contrast_rows(groups: dict, contrasts, target: float, run_steps: int,
         continue
       va = [value_at(curve(c, 'population'), step) for c in groups[a]]
       vb = [value_at(curve(c, 'population'), step) for c in groups[b]]
-      paired = [y - x for x, y in zip(va, vb) if x is not None and y is not None]
+      b_at = dict(zip(seeds.get(b, range(len(vb))), vb))
+      paired = [b_at[s] - x for s, x in zip(seeds.get(a, range(len(va))), va)
+                if x is not None and b_at.get(s) is not None]
       # '-': no evaluation at or before that step.
       row[f'at_{step}'] = (f'{spread_cell(va, empty="-")} vs {spread_cell(vb, empty="-")}: '
                            f'{spread_cell(paired, "{:+.2%}", empty="-")}')
